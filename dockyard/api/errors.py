@@ -1,0 +1,68 @@
+"""The /v1 error body, {"errors": [sentences]}, and the one place that renders it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dockyard.domain.errors import DomainError, NotFoundError
+
+log = logging.getLogger("dockyard.api")
+
+
+class ApiError(Exception):
+    """A refusal decided by the HTTP layer itself (auth, body format, size)."""
+
+    def __init__(self, status: int, *messages: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__("; ".join(messages))
+        self.status = status
+        self.messages = list(messages)
+        self.headers = headers
+
+
+def error_response(
+    status: int, messages: list[str], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"errors": messages}, status_code=status, headers=headers)
+
+
+def _http_sentence(request: Request, exc: StarletteHTTPException) -> str:
+    if exc.status_code == 404:
+        return f"No such endpoint: {request.method} {request.url.path}"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("allow", (exc.headers or {}).get("Allow", ""))
+        hint = f"; use one of {allowed}" if allowed else ""
+        return f"Method {request.method} is not allowed on {request.url.path}{hint}"
+    return str(exc.detail)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.messages, exc.headers)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        return error_response(404 if isinstance(exc, NotFoundError) else 400, exc.messages)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, [_http_sentence(request, exc)], exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        sentences = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            sentences.append(f"{where or 'Request'}: {error.get('msg', 'is invalid')}")
+        return error_response(400, sentences or ["The request is invalid"])
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, ["Something went wrong on our side; please try again"])

@@ -1,0 +1,114 @@
+"""/v1/container_registries: list, read, create, update, delete, and credentials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from dockyard.api.body import FORM, JSON
+from dockyard.api.deps import FieldsDep, ProjectDep, ServicesDep
+from dockyard.api.schemas import (
+    ContainerRegistryEnvelope,
+    ContainerRegistryList,
+    ContainerRegistryOut,
+    CredentialsEnvelope,
+    CredentialsOut,
+    ErrorBody,
+    RegistryCreate,
+    RegistryUpdate,
+)
+
+router = APIRouter(prefix="/v1/container_registries", tags=["container registries"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No, a wrong or a revoked API token"},
+    404: {"model": ErrorBody, "description": "No such registry in this project"},
+}
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The request was refused; see the sentences"},
+    **_ERRORS,
+}
+
+
+def _body(model: type[RegistryCreate | RegistryUpdate]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {
+        "requestBody": {
+            "required": model is RegistryCreate,
+            "content": {JSON: {"schema": schema}, FORM: {"schema": schema}},
+        }
+    }
+
+
+@router.get("", responses=_ERRORS)
+def list_registries(project: ProjectDep, services: ServicesDep) -> ContainerRegistryList:
+    """The project's managed registry of every region first, then its external ones."""
+    zone = services.settings.zone
+    views = services.registries.list_all(project)
+    return ContainerRegistryList(
+        container_registries=[ContainerRegistryOut.of(view, zone) for view in views]
+    )
+
+
+@router.post("", responses=_REFUSALS, openapi_extra=_body(RegistryCreate))
+def create_registry(
+    project: ProjectDep, fields: FieldsDep, services: ServicesDep
+) -> ContainerRegistryEnvelope:
+    """Connect an external registry (docker_hub, ghcr or custom)."""
+    view = services.registries.create(project, fields)
+    return ContainerRegistryEnvelope(
+        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
+    )
+
+
+@router.get("/{registry_id}", responses=_ERRORS)
+def get_registry(
+    registry_id: str, project: ProjectDep, services: ServicesDep
+) -> ContainerRegistryEnvelope:
+    view = services.registries.get(project, registry_id)
+    return ContainerRegistryEnvelope(
+        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
+    )
+
+
+@router.patch("/{registry_id}", responses=_REFUSALS, openapi_extra=_body(RegistryUpdate))
+def update_registry(
+    registry_id: str, project: ProjectDep, fields: FieldsDep, services: ServicesDep
+) -> ContainerRegistryEnvelope:
+    """Change an external registry; omitted fields keep their value."""
+    view = services.registries.update(project, registry_id, fields)
+    return ContainerRegistryEnvelope(
+        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
+    )
+
+
+@router.delete("/{registry_id}", responses=_REFUSALS)
+def delete_registry(
+    registry_id: str, project: ProjectDep, services: ServicesDep
+) -> ContainerRegistryEnvelope:
+    """Remove an external registry; answers with its last state."""
+    view = services.registries.delete(project, registry_id)
+    return ContainerRegistryEnvelope(
+        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
+    )
+
+
+@router.post("/{registry_id}/credentials", status_code=201, responses=_REFUSALS)
+def generate_credentials(
+    registry_id: str, project: ProjectDep, services: ServicesDep
+) -> CredentialsEnvelope:
+    """Create the robot account of a managed registry; the password is shown only here."""
+    generated = services.credentials.generate(project, registry_id)
+    return CredentialsEnvelope(container_registry=CredentialsOut.of(generated))
+
+
+@router.delete("/{registry_id}/credentials", responses=_REFUSALS)
+def revoke_credentials(
+    registry_id: str, project: ProjectDep, services: ServicesDep
+) -> ContainerRegistryEnvelope:
+    """Revoke the robot account at once; a new POST then generates a new pair."""
+    view = services.credentials.revoke(project, registry_id)
+    return ContainerRegistryEnvelope(
+        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
+    )

@@ -1,0 +1,112 @@
+"""Request and response shapes of /v1, exactly the fields of the spec's examples."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+
+from dockyard.domain.credentials import GeneratedCredentials
+from dockyard.domain.registries import RegistryView
+
+RegistryType = Literal["nodion", "docker_hub", "ghcr", "custom"]
+
+
+def format_time(moment: datetime, zone: ZoneInfo) -> str:
+    """ISO 8601 with milliseconds and an offset, as the platform writes them."""
+    return moment.astimezone(zone).isoformat(timespec="milliseconds")
+
+
+class ContainerRegistryOut(BaseModel):
+    id: uuid.UUID
+    status: str = Field(examples=["available"])
+    registry_type: RegistryType
+    name: str
+    hostname: str
+    has_credentials: bool
+    region_id: uuid.UUID | None
+    created_at: str = Field(examples=["2025-01-15T10:00:00.000+01:00"])
+    updated_at: str = Field(examples=["2025-01-15T10:00:00.000+01:00"])
+
+    @classmethod
+    def of(cls, view: RegistryView, zone: ZoneInfo) -> ContainerRegistryOut:
+        return cls(
+            id=view.id,
+            status=view.status,
+            registry_type=view.registry_type,
+            name=view.name,
+            hostname=view.hostname,
+            has_credentials=view.has_credentials,
+            region_id=view.region_id,
+            created_at=format_time(view.created_at, zone),
+            updated_at=format_time(view.updated_at, zone),
+        )
+
+
+class ContainerRegistryEnvelope(BaseModel):
+    container_registry: ContainerRegistryOut
+
+
+class ContainerRegistryList(BaseModel):
+    container_registries: list[ContainerRegistryOut]
+
+
+class CredentialsOut(BaseModel):
+    id: uuid.UUID
+    hostname: str
+    username: str = Field(examples=["robot$project-a1b2c3d4"])
+    password: str
+
+    @classmethod
+    def of(cls, generated: GeneratedCredentials) -> CredentialsOut:
+        return cls(
+            id=generated.registry_id,
+            hostname=generated.hostname,
+            username=generated.username,
+            password=generated.password,
+        )
+
+
+class CredentialsEnvelope(BaseModel):
+    container_registry: CredentialsOut
+
+
+class RegionOut(BaseModel):
+    id: uuid.UUID
+    status: str
+    name: str
+    slug: str
+
+
+class RegionList(BaseModel):
+    regions: list[RegionOut]
+
+
+class ErrorBody(BaseModel):
+    errors: list[str] = Field(examples=[["Name can't be blank"]])
+
+
+class RegistryCreate(BaseModel):
+    """Documents the body of POST; the handler checks it itself to report every problem."""
+
+    name: str = Field(max_length=255, examples=["My Docker Hub"])
+    registry_type: Literal["docker_hub", "ghcr", "custom"]
+    hostname: str | None = Field(
+        default=None,
+        examples=["ghcr.io"],
+        description="Host with an optional port. Defaults to docker.io / ghcr.io.",
+    )
+    username: str | None = Field(default=None, max_length=255)
+    password: str | None = Field(default=None, max_length=4096)
+
+
+class RegistryUpdate(BaseModel):
+    """Documents the body of PATCH: omitted fields keep their value."""
+
+    name: str | None = Field(default=None, max_length=255)
+    hostname: str | None = None
+    username: str | None = Field(default=None, max_length=255)
+    password: str | None = Field(default=None, max_length=4096)

@@ -1,0 +1,165 @@
+"""Settings: one object, read from DOCKYARD_* environment variables and an optional TOML file."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+# A fixed namespace so that a region configured by slug alone keeps the same id on every
+# start and on every replica: clients store region ids.
+REGION_NAMESPACE = uuid.UUID("6f1c1f55-2f0e-4e59-9d8e-3c0b1e0d5a10")
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+
+
+class Region(BaseModel):
+    """A place that serves one managed registry per project."""
+
+    slug: str
+    name: str
+    id: uuid.UUID | None = None
+    hostname: str | None = None
+    status: str = "available"
+
+    @field_validator("slug")
+    @classmethod
+    def _slug_shape(cls, value: str) -> str:
+        if not SLUG_RE.match(value):
+            raise ValueError("a region slug is lower-case letters, digits and dashes, e.g. fra")
+        return value
+
+    @model_validator(mode="after")
+    def _default_id(self) -> Region:
+        if self.id is None:
+            self.id = uuid.uuid5(REGION_NAMESPACE, self.slug)
+        return self
+
+    @property
+    def region_id(self) -> uuid.UUID:
+        assert self.id is not None  # set by the validator
+        return self.id
+
+
+class Settings(BaseSettings):
+    """Everything Dockyard can be told. Build one and pass it down; nothing reads the env later."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DOCKYARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        toml_file=None,
+    )
+
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=5000, ge=1, le=65535)
+
+    platform_name: str = "Nodion"
+    timezone: str = "UTC"
+    robot_prefix: str = "robot$"
+    registry_domain: str | None = None
+    regions: list[Region] = Field(default_factory=list)
+
+    encryption_key: SecretStr | None = None
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = settings_cls.model_config.get("toml_file")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}, use an IANA name") from exc
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_regions(cls, value: list[Region]) -> list[Region]:
+        slugs = [r.slug for r in value]
+        ids = [r.id for r in value]
+        if len(set(slugs)) != len(slugs) or len(set(ids)) != len(ids):
+            raise ValueError("region slugs and ids must be unique")
+        return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'dockyard.db').resolve()}"
+
+    @property
+    def listen_address(self) -> str:
+        host = "localhost" if self.host in ("0.0.0.0", "::", "127.0.0.1", "::1") else self.host  # noqa: S104
+        return f"{host}:{self.port}"
+
+    @cached_property
+    def effective_regions(self) -> list[Region]:
+        """The configured regions, or one local region served by this process."""
+        if self.regions:
+            return self.regions
+        return [Region(slug="local", name="Local", hostname=self.listen_address)]
+
+    def region_hostname(self, region: Region) -> str:
+        if region.hostname:
+            return region.hostname
+        if self.registry_domain:
+            return f"registry.{region.slug}.{self.registry_domain}"
+        return self.listen_address
+
+    def region_by_id(self, region_id: uuid.UUID) -> Region | None:
+        for region in self.effective_regions:
+            if region.id == region_id:
+                return region
+        return None
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URLs people copy from their provider and pick the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment, an optional TOML file and explicit overrides."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is None:
+        return Settings(**clean)
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    return FileSettings(**clean)

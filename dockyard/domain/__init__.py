@@ -1,0 +1,1 @@
+"""The rules of Dockyard, free of HTTP: projects, registries, credentials."""

@@ -1,0 +1,251 @@
+"""Container registries of a project: the managed one of each region, and external ones."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dockyard.config import Region, Settings
+from dockyard.db import Database
+from dockyard.db.models import ContainerRegistry, RobotAccount, utcnow
+from dockyard.domain.errors import NotFoundError, RefusedError
+from dockyard.domain.registry_fields import (
+    KEEP,
+    MANAGED_TYPE,
+    Keep,
+    StoredFields,
+    parse_create,
+    parse_update,
+)
+from dockyard.security import Cipher
+
+
+@dataclass(frozen=True)
+class RegistryView:
+    """A registry as the API shows it; secrets only as `has_credentials`."""
+
+    id: uuid.UUID
+    status: str
+    registry_type: str
+    name: str
+    hostname: str
+    has_credentials: bool
+    region_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def parse_registry_id(registry_ref: str) -> uuid.UUID:
+    """A registry id from a path; anything that is not a UUID names no registry."""
+    try:
+        return uuid.UUID(registry_ref)
+    except ValueError:
+        raise NotFoundError("Container registry not found") from None
+
+
+class RegistryService:
+    def __init__(self, db: Database, settings: Settings, cipher: Cipher) -> None:
+        self.db = db
+        self.settings = settings
+        self.cipher = cipher
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list_all(self, project_id: uuid.UUID) -> list[RegistryView]:
+        """Managed registries in region order first, then external ones, oldest first."""
+        rows = self._rows(project_id)
+        managed = {row.region_id for row, _ in rows if row.registry_type == MANAGED_TYPE}
+        if any(region.region_id not in managed for region in self.settings.effective_regions):
+            self.ensure_managed(project_id)
+            rows = self._rows(project_id)
+        return self._order(rows)
+
+    def get(self, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
+        with self.db.read() as session:
+            row, has_robot = self._find(session, project_id, registry_ref)
+            return self._view(row, has_robot)
+
+    def _rows(self, project_id: uuid.UUID) -> list[tuple[ContainerRegistry, bool]]:
+        with self.db.read() as session:
+            result = session.execute(
+                select(ContainerRegistry, RobotAccount.id.is_not(None))
+                .outerjoin(RobotAccount, RobotAccount.registry_id == ContainerRegistry.id)
+                .where(ContainerRegistry.project_id == project_id)
+                .order_by(ContainerRegistry.created_at, ContainerRegistry.id)
+            )
+            return [(row, bool(has_robot)) for row, has_robot in result.tuples()]
+
+    def _order(self, rows: Sequence[tuple[ContainerRegistry, bool]]) -> list[RegistryView]:
+        by_region = {
+            row.region_id: (row, has) for row, has in rows if row.registry_type == MANAGED_TYPE
+        }
+        views = [
+            self._view(*by_region[region.region_id])
+            for region in self.settings.effective_regions
+            if region.region_id in by_region
+        ]
+        views.extend(self._view(row, has) for row, has in rows if row.registry_type != MANAGED_TYPE)
+        return views
+
+    def _find(
+        self, session: Session, project_id: uuid.UUID, registry_ref: str
+    ) -> tuple[ContainerRegistry, bool]:
+        registry_id = parse_registry_id(registry_ref)
+        found = session.execute(
+            select(ContainerRegistry, RobotAccount.id.is_not(None))
+            .outerjoin(RobotAccount, RobotAccount.registry_id == ContainerRegistry.id)
+            .where(ContainerRegistry.id == registry_id, ContainerRegistry.project_id == project_id)
+        ).first()
+        if found is None:
+            raise NotFoundError("Container registry not found")
+        row, has_robot = found.tuple()
+        if row.registry_type == MANAGED_TYPE and self._region(row) is None:
+            # A region taken out of the settings: its registry is no longer served.
+            raise NotFoundError("Container registry not found")
+        return row, bool(has_robot)
+
+    def _region(self, row: ContainerRegistry) -> Region | None:
+        return None if row.region_id is None else self.settings.region_by_id(row.region_id)
+
+    def _view(self, row: ContainerRegistry, has_robot: bool) -> RegistryView:
+        if row.registry_type == MANAGED_TYPE:
+            region = self._region(row)
+            assert region is not None  # callers drop rows of unknown regions
+            name = f"{self.settings.platform_name} Registry ({region.name})"
+            hostname = self.settings.region_hostname(region)
+            has_credentials = has_robot
+        else:
+            name, hostname = row.name, row.hostname or ""
+            has_credentials = row.username_enc is not None and row.password_enc is not None
+        return RegistryView(
+            id=row.id,
+            status=row.status,
+            registry_type=row.registry_type,
+            name=name,
+            hostname=hostname,
+            has_credentials=has_credentials,
+            region_id=row.region_id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    # -- managed registries ------------------------------------------------------------------
+
+    def ensure_managed(self, project_id: uuid.UUID) -> None:
+        """Create the managed registry of every configured region the project lacks."""
+        try:
+            with self.db.write() as session:
+                self.ensure_managed_in(session, project_id)
+        except IntegrityError:
+            pass  # a concurrent request created them; the unique index kept one of each
+
+    def ensure_managed_in(self, session: Session, project_id: uuid.UUID) -> None:
+        existing = set(
+            session.scalars(
+                select(ContainerRegistry.region_id).where(
+                    ContainerRegistry.project_id == project_id,
+                    ContainerRegistry.registry_type == MANAGED_TYPE,
+                )
+            )
+        )
+        now = utcnow()
+        for region in self.settings.effective_regions:
+            if region.region_id in existing:
+                continue
+            session.add(
+                ContainerRegistry(
+                    project_id=project_id,
+                    registry_type=MANAGED_TYPE,
+                    name=f"{self.settings.platform_name} Registry ({region.name})",
+                    region_id=region.region_id,
+                    status="available",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        session.flush()
+
+    # -- external registries -----------------------------------------------------------------
+
+    def create(self, project_id: uuid.UUID, fields: Mapping[str, Any]) -> RegistryView:
+        checked = parse_create(fields, self.settings.platform_name)
+        with self.db.write() as session:
+            now = utcnow()
+            row = ContainerRegistry(
+                id=uuid.uuid4(),
+                project_id=project_id,
+                registry_type=checked.registry_type,
+                name=checked.name,
+                hostname=checked.hostname,
+                region_id=None,
+                status="available",
+                created_at=now,
+                updated_at=now,
+            )
+            row.username_enc = self._seal(row.id, "username", checked.username)
+            row.password_enc = self._seal(row.id, "password", checked.password)
+            session.add(row)
+            session.flush()
+            return self._view(row, False)
+
+    def update(
+        self, project_id: uuid.UUID, registry_ref: str, fields: Mapping[str, Any]
+    ) -> RegistryView:
+        with self.db.write() as session:
+            row, _ = self._find(session, project_id, registry_ref)
+            self._refuse_managed(row, "updated")
+            change = parse_update(
+                fields,
+                StoredFields(
+                    name=row.name,
+                    registry_type=row.registry_type,
+                    hostname=row.hostname or "",
+                    has_username=row.username_enc is not None,
+                    has_password=row.password_enc is not None,
+                ),
+            )
+            row.name = change.name
+            row.hostname = change.hostname
+            if change.username is not KEEP:
+                row.username_enc = self._seal(row.id, "username", change.username)
+            if change.password is not KEEP:
+                row.password_enc = self._seal(row.id, "password", change.password)
+            row.updated_at = utcnow()
+            session.flush()
+            return self._view(row, False)
+
+    def delete(self, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
+        with self.db.write() as session:
+            row, _ = self._find(session, project_id, registry_ref)
+            self._refuse_managed(row, "deleted")
+            view = self._view(row, False)
+            session.delete(row)
+            return view
+
+    def _refuse_managed(self, row: ContainerRegistry, verb: str) -> None:
+        if row.registry_type == MANAGED_TYPE:
+            raise RefusedError(
+                f"{self.settings.platform_name} registries are managed by the platform and "
+                f"can't be {verb}; only external registries (docker_hub, ghcr, custom) can"
+            )
+
+    def _seal(self, registry_id: uuid.UUID, field: str, value: str | Keep | None) -> str | None:
+        if value is None or value is KEEP:
+            return None
+        return self.cipher.encrypt(value, f"container_registry:{registry_id}:{field}")
+
+    def open_credentials(self, row: ContainerRegistry) -> tuple[str, str] | None:
+        """The stored username and password of an external registry, decrypted."""
+        if row.username_enc is None or row.password_enc is None:
+            return None
+        return (
+            self.cipher.decrypt(row.username_enc, f"container_registry:{row.id}:username"),
+            self.cipher.decrypt(row.password_enc, f"container_registry:{row.id}:password"),
+        )

@@ -1,0 +1,123 @@
+"""Secrets: generating them, hashing them, and encrypting the ones we must give back out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+API_TOKEN_PREFIX = "dky_"  # noqa: S105 (a prefix, not a secret)
+KEY_FILE = "encryption.key"
+_CIPHER_VERSION = "v1"
+
+
+def new_api_token() -> str:
+    return API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_robot_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_api_token(token: str) -> str:
+    # API tokens carry 256 random bits, so a plain SHA-256 cannot be brute-forced and lets
+    # every request find its token by an indexed lookup; argon2 is for what people choose.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class SecretHasher:
+    """argon2id for robot secrets, which people paste into CI systems and type."""
+
+    def __init__(self, *, time_cost: int = 2, memory_cost: int = 19 * 1024) -> None:
+        # OWASP's argon2id floor (19 MiB, t=2, p=1): many concurrent logins must not
+        # each claim the 64 MiB of the library default.
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=1)
+
+    def hash(self, secret: str) -> str:
+        return self._hasher.hash(secret)
+
+    def verify(self, stored_hash: str, secret: str) -> bool:
+        try:
+            return self._hasher.verify(stored_hash, secret)
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+class DecryptionError(Exception):
+    """Stored ciphertext could not be opened: wrong key, or the row was tampered with."""
+
+
+class Cipher:
+    """AES-256-GCM for stored external-registry credentials.
+
+    The row id goes in as associated data, so a ciphertext copied into another row
+    does not decrypt there.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("the encryption key must be 32 bytes")
+        self._aead = AESGCM(key)
+
+    def encrypt(self, plaintext: str, context: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), context.encode())
+        return f"{_CIPHER_VERSION}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def decrypt(self, token: str, context: str) -> str:
+        version, _, body = token.partition(":")
+        if version != _CIPHER_VERSION:
+            raise DecryptionError("unknown ciphertext version")
+        try:
+            raw = base64.urlsafe_b64decode(body)
+            plain = self._aead.decrypt(raw[:12], raw[12:], context.encode())
+        except (InvalidTag, ValueError) as exc:
+            raise DecryptionError("ciphertext does not open with this key") from exc
+        return plain.decode("utf-8")
+
+
+def parse_key(text: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except ValueError as exc:
+        raise ValueError("the encryption key must be 32 bytes in URL-safe base64") from exc
+    if len(key) != 32:
+        raise ValueError("the encryption key must be 32 bytes in URL-safe base64")
+    return key
+
+
+def generate_key_text() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def load_or_create_key(configured: str | None, data_dir: Path) -> bytes:
+    """The configured key, else the one kept in the data dir, created (mode 0600) if absent."""
+    if configured:
+        return parse_key(configured)
+    path = data_dir / KEY_FILE
+    try:
+        return parse_key(path.read_text())
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    text = generate_key_text()
+    # Written aside and linked into place: when two processes start at once, exactly one
+    # key wins and the other process reads that one, never a half-written file.
+    tmp = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return parse_key(path.read_text())
+    finally:
+        tmp.unlink()
+    return parse_key(text)

@@ -1,0 +1,138 @@
+"""Shared fixtures: every test runs against SQLite, and against PostgreSQL when it is there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from dockyard.app import Services, build_services, create_app
+from dockyard.config import Settings
+from dockyard.db import Database
+from dockyard.db.models import Base
+from dockyard.domain.projects import NewProject, create_project
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient
+
+PG_ENV = "DOCKYARD_TEST_POSTGRES_URL"
+REQUIRE_ENV = "DOCKYARD_REQUIRE_CLIENTS"
+
+
+def require_or_skip(reason: str) -> None:
+    """Skip for a missing tool, except in CI, where a missing tool is a failure."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason} (and {REQUIRE_ENV}=1 requires it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test instead of migrating each time."""
+    path = tmp_path_factory.mktemp("template") / "dockyard.db"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    db.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own on the configured server, migrated once, dropped at the end."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        require_or_skip(f"{PG_ENV} is not set, so the PostgreSQL backend is not tested")
+    server = make_url(Database(base).url)
+    name = f"dockyard_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    db = Database(url)
+    db.migrate()
+    db.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    if request.param == "sqlite":
+        target = tmp_path / "data" / "dockyard.db"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(sqlite_template, target)
+        return f"sqlite:///{target}"
+    url: str = request.getfixturevalue("postgres_url")
+    engine = create_engine(Database(url).url)
+    with engine.begin() as conn:
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"data_dir": tmp_path / "data", "database_url": database_url}
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+    """A TestClient for settings of the test's choosing, on the test's database."""
+    built: list[tuple[TestClient, Services]] = []
+
+    def make(**overrides: Any) -> TestClient:
+        settings = make_settings(**overrides)
+        services = build_services(settings)
+        client = TestClient(create_app(settings, services))
+        built.append((client, services))
+        return client
+
+    yield make
+    for client, services in built:
+        client.close()
+        services.db.dispose()
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    built = build_services(settings)
+    yield built
+    built.db.dispose()
+
+
+@pytest.fixture
+def client(settings: Settings, services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, services)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def project(services: Services) -> NewProject:
+    return create_project(services.db, "Acme")
+
+
+@pytest.fixture
+def auth(project: NewProject) -> dict[str, str]:
+    return {"Authorization": f"Bearer {project.api_token}"}
