@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -19,10 +19,6 @@ from dockyard.config import Settings
 from dockyard.db import Database
 from dockyard.db.models import Base
 from dockyard.domain.projects import NewProject, create_project
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from fastapi.testclient import TestClient
 
 PG_ENV = "DOCKYARD_TEST_POSTGRES_URL"
 REQUIRE_ENV = "DOCKYARD_REQUIRE_CLIENTS"

@@ -1,0 +1,22 @@
+"""`dockyard`: serve, administer the data dir, and talk to the API (Typer + Rich)."""
+
+from __future__ import annotations
+
+import typer
+
+from dockyard.cli import admin, registries, serve
+
+app = typer.Typer(
+    name="dockyard",
+    help="Dockyard: a self-hosted container registry service.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold tokens and passwords
+)
+app.command("serve")(serve.serve)
+app.add_typer(admin.projects_app, name="projects")
+app.add_typer(admin.tokens_app, name="tokens")
+app.add_typer(registries.app, name="registries")
+
+
+def main() -> None:
+    app()

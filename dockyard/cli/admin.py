@@ -1,0 +1,160 @@
+"""`dockyard projects` and `dockyard tokens`: administer the data dir directly."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dockyard.cli.options import (
+    ConfigOption,
+    DataDirOption,
+    JsonOption,
+    open_database,
+    settings_from,
+)
+from dockyard.domain import projects
+from dockyard.domain.errors import DomainError
+
+projects_app = typer.Typer(help="Create and list projects (works on the data dir directly).")
+tokens_app = typer.Typer(help="Create, list and revoke project API tokens.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: DomainError) -> typer.Exit:
+    for message in exc.messages:
+        err.print(f"[red]{message}[/red]")
+    return typer.Exit(1)
+
+
+@projects_app.command("create")
+def create_project(
+    name: Annotated[str, typer.Argument(help="A name for the project.")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a project and print its first API token (shown only this once)."""
+    db = open_database(settings_from(config, data_dir=data_dir))
+    try:
+        created = projects.create_project(db, name)
+    except DomainError as exc:
+        raise _fail(exc) from None
+    finally:
+        db.dispose()
+    if as_json:
+        print(
+            json.dumps(
+                {"id": str(created.id), "name": created.name, "api_token": created.api_token}
+            )
+        )
+        return
+    out.print(f"Created project [bold]{created.name}[/bold] ({created.id})")
+    out.print("API token (shown only now, keep it safe):")
+    print(created.api_token)
+
+
+@projects_app.command("list")
+def list_projects(
+    data_dir: DataDirOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """List every project."""
+    db = open_database(settings_from(config, data_dir=data_dir))
+    try:
+        rows = projects.list_projects(db)
+    finally:
+        db.dispose()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {"id": str(p.id), "name": p.name, "created_at": p.created_at.isoformat()}
+                    for p in rows
+                ]
+            )
+        )
+        return
+    table = Table("id", "name", "created")
+    for project in rows:
+        table.add_row(
+            str(project.id), project.name, project.created_at.isoformat(timespec="seconds")
+        )
+    out.print(table)
+
+
+@tokens_app.command("create")
+def create_token(
+    project: Annotated[str, typer.Argument(help="The project's id.")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create another API token for a project (shown only this once)."""
+    db = open_database(settings_from(config, data_dir=data_dir))
+    try:
+        info, token = projects.create_token(db, project)
+    except DomainError as exc:
+        raise _fail(exc) from None
+    finally:
+        db.dispose()
+    if as_json:
+        print(
+            json.dumps({"id": str(info.id), "project_id": str(info.project_id), "api_token": token})
+        )
+        return
+    out.print(f"Created API token {info.id} for project {info.project_id} (shown only now):")
+    print(token)
+
+
+@tokens_app.command("list")
+def list_tokens(
+    project: Annotated[str, typer.Argument(help="The project's id.")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List a project's API tokens (ids and last characters, never the tokens)."""
+    db = open_database(settings_from(config, data_dir=data_dir))
+    try:
+        infos = projects.list_tokens(db, project)
+    except DomainError as exc:
+        raise _fail(exc) from None
+    finally:
+        db.dispose()
+    rows = [
+        {
+            "id": str(i.id),
+            "ends_with": i.hint,
+            "created_at": i.created_at.isoformat(),
+            "revoked_at": i.revoked_at.isoformat() if i.revoked_at else None,
+        }
+        for i in infos
+    ]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("id", "ends with", "created", "revoked")
+    for row in rows:
+        table.add_row(row["id"], f"…{row['ends_with']}", row["created_at"], row["revoked_at"] or "")
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def revoke_token(
+    token: Annotated[str, typer.Argument(help="The token's id, or the token itself.")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Revoke an API token at once."""
+    db = open_database(settings_from(config, data_dir=data_dir))
+    try:
+        info = projects.revoke_token(db, token)
+    except DomainError as exc:
+        raise _fail(exc) from None
+    finally:
+        db.dispose()
+    out.print(f"Revoked API token {info.id} of project {info.project_id}")

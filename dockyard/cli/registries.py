@@ -1,0 +1,185 @@
+"""`dockyard registries`: the /v1 API from the command line (DOCKYARD_URL, DOCKYARD_TOKEN)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dockyard.cli.options import JsonOption
+from dockyard.client import ClientError, DockyardClient
+
+app = typer.Typer(help="Manage the container registries of a project through the API.")
+out = Console()
+err = Console(stderr=True)
+
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="DOCKYARD_URL", help="Dockyard's base URL.")
+]
+TokenOption = Annotated[
+    str,
+    typer.Option(
+        "--token", envvar="DOCKYARD_TOKEN", help="A project API token.", show_default=False
+    ),
+]
+IdArgument = Annotated[str, typer.Argument(help="The registry's id.")]
+_COLUMNS = ("id", "registry_type", "name", "hostname", "has_credentials", "status")
+
+
+@contextmanager
+def _client(url: str, token: str) -> Iterator[DockyardClient]:
+    try:
+        with DockyardClient(url, token) as client:
+            yield client
+    except ClientError as exc:
+        for message in exc.errors:
+            err.print(f"[red]{message}[/red]")
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        err.print(f"[red]Could not reach Dockyard at {url}: {exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+def _show(rows: list[dict[str, Any]], as_json: bool, *, single: bool = False) -> None:
+    if as_json:
+        print(json.dumps(rows[0] if single else rows, indent=2))
+        return
+    table = Table()
+    for column in _COLUMNS:
+        table.add_column(column, no_wrap=column in ("id", "hostname"))
+    for row in rows:
+        table.add_row(*(str(row.get(column, "")) for column in _COLUMNS))
+    out.print(table)
+
+
+def _one(
+    url: str, token: str, as_json: bool, call: Callable[[DockyardClient], dict[str, Any]]
+) -> None:
+    with _client(url, token) as client:
+        _show([call(client)], as_json, single=True)
+
+
+@app.command("list")
+def list_registries(
+    url: UrlOption = "http://localhost:5000", token: TokenOption = "", as_json: JsonOption = False
+) -> None:
+    """List the project's registries: managed ones first, then external ones."""
+    with _client(url, token) as client:
+        _show(client.list_registries(), as_json)
+
+
+@app.command("get")
+def get_registry(
+    registry_id: IdArgument,
+    url: UrlOption = "http://localhost:5000",
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Show one registry."""
+    _one(url, token, as_json, lambda c: c.get_registry(registry_id))
+
+
+def _fields(**values: str | None) -> dict[str, str | None]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+@app.command("create")
+def create_registry(
+    name: Annotated[str, typer.Option(help="A name for the registry.")],
+    registry_type: Annotated[str, typer.Option("--type", help="docker_hub, ghcr or custom.")],
+    hostname: Annotated[
+        str | None, typer.Option(help="Host[:port]; docker.io/ghcr.io by default.")
+    ] = None,
+    username: Annotated[str | None, typer.Option(help="Username or access token name.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    url: UrlOption = "http://localhost:5000",
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Connect an external registry."""
+    password = typer.get_text_stream("stdin").read().strip() if password_stdin else None
+    fields = _fields(
+        name=name,
+        registry_type=registry_type,
+        hostname=hostname,
+        username=username,
+        password=password,
+    )
+    _one(url, token, as_json, lambda c: c.create_registry(**fields))
+
+
+@app.command("update")
+def update_registry(
+    registry_id: IdArgument,
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    hostname: Annotated[str | None, typer.Option(help="A new host[:port].")] = None,
+    username: Annotated[str | None, typer.Option(help="A new username.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read a new password from standard input.")
+    ] = False,
+    clear_credentials: Annotated[
+        bool, typer.Option("--clear-credentials", help="Remove the stored username and password.")
+    ] = False,
+    url: UrlOption = "http://localhost:5000",
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Change an external registry; what you leave out keeps its value."""
+    password = typer.get_text_stream("stdin").read().strip() if password_stdin else None
+    fields: dict[str, str | None] = _fields(
+        name=name, hostname=hostname, username=username, password=password
+    )
+    if clear_credentials:
+        fields.update(username=None, password=None)
+    _one(url, token, as_json, lambda c: c.update_registry(registry_id, **fields))
+
+
+@app.command("delete")
+def delete_registry(
+    registry_id: IdArgument,
+    url: UrlOption = "http://localhost:5000",
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Remove an external registry."""
+    _one(url, token, as_json, lambda c: c.delete_registry(registry_id))
+
+
+def docker_login_line(hostname: str, username: str) -> str:
+    """The login command, quoted so that the `$` of a robot name survives any shell."""
+    return f"docker login {shlex.quote(hostname)} -u {shlex.quote(username)} --password-stdin"
+
+
+@app.command("credentials")
+def credentials(
+    registry_id: IdArgument,
+    revoke: Annotated[
+        bool, typer.Option("--revoke", help="Revoke the existing credentials instead.")
+    ] = False,
+    url: UrlOption = "http://localhost:5000",
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Generate push/pull credentials for a managed registry (the password is shown once)."""
+    with _client(url, token) as client:
+        if revoke:
+            _show([client.revoke_credentials(registry_id)], as_json, single=True)
+            return
+        created = client.generate_credentials(registry_id)
+    if as_json:
+        print(json.dumps(created, indent=2))
+        return
+    out.print(f"Username: {created['username']}")
+    out.print("Password (shown only now):")
+    print(created["password"])
+    out.print("\nLog in with (paste the password on standard input):")
+    print(docker_login_line(created["hostname"], created["username"]))

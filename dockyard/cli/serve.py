@@ -1,0 +1,73 @@
+"""`dockyard serve`: migrate, create the first project on a new install, start the server."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+
+from dockyard.app import build_services, create_app
+from dockyard.cli.options import ConfigOption, DataDirOption, open_database, settings_from
+from dockyard.config import Settings
+from dockyard.domain.projects import NewProject, create_first_project
+
+TOKEN_FILE = "first-project-token"  # noqa: S105 (a file name)
+out = Console()
+
+
+def _save_token(data_dir: Path, token: str) -> Path:
+    path = data_dir / TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def _announce(settings: Settings, first: NewProject) -> None:
+    path = _save_token(settings.data_dir, first.api_token)
+    base = f"http://{settings.listen_address}"
+    curl = (
+        f'curl -H "Authorization: Bearer $(cat {shlex.quote(str(path))})" '
+        f"{base}/v1/container_registries"
+    )
+    out.print(
+        Panel.fit(
+            f"Created the first project [bold]{first.name}[/bold] ({first.id}).\n\n"
+            f"Its API token, shown only this once:\n[bold]{first.api_token}[/bold]\n\n"
+            f"Saved to {path} (mode 0600).",
+            title="Dockyard",
+        )
+    )
+    out.print("List its registries:")
+    print(curl, flush=True)
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 5000).")] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Start Dockyard: the /v1 API (and the registry) on one port."""
+    settings = settings_from(config, data_dir=data_dir, host=host, port=port)
+    db = open_database(settings)
+    services = build_services(settings, db)
+    first = create_first_project(db, "Default")
+    if first is not None:
+        _announce(settings, first)
+    uvicorn.run(
+        create_app(settings, services),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        server_header=False,
+    )

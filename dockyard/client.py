@@ -1,0 +1,83 @@
+"""A Python client of the /v1 API (httpx), used by `dockyard registries`."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+
+class ClientError(Exception):
+    """The server refused the request; `errors` are its sentences."""
+
+    def __init__(self, status: int, errors: list[str]) -> None:
+        super().__init__(f"HTTP {status}: " + "; ".join(errors))
+        self.status = status
+        self.errors = errors
+
+
+class DockyardClient:
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> DockyardClient:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self._http.request(method, path, json=body)
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if response.is_error:
+            errors = payload.get("errors") if isinstance(payload, dict) else None
+            raise ClientError(response.status_code, errors or [response.reason_phrase])
+        return payload
+
+    def list_registries(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/container_registries")[
+            "container_registries"
+        ]
+        return result
+
+    def get_registry(self, registry_id: str) -> dict[str, Any]:
+        return self._one("GET", f"/v1/container_registries/{registry_id}")
+
+    def create_registry(self, **fields: Any) -> dict[str, Any]:
+        return self._one("POST", "/v1/container_registries", fields)
+
+    def update_registry(self, registry_id: str, **fields: Any) -> dict[str, Any]:
+        return self._one("PATCH", f"/v1/container_registries/{registry_id}", fields)
+
+    def delete_registry(self, registry_id: str) -> dict[str, Any]:
+        return self._one("DELETE", f"/v1/container_registries/{registry_id}")
+
+    def generate_credentials(self, registry_id: str) -> dict[str, Any]:
+        return self._one("POST", f"/v1/container_registries/{registry_id}/credentials")
+
+    def revoke_credentials(self, registry_id: str) -> dict[str, Any]:
+        return self._one("DELETE", f"/v1/container_registries/{registry_id}/credentials")
+
+    def list_regions(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/regions")["regions"]
+        return result
+
+    def _one(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(method, path, body)["container_registry"]
+        return result

@@ -1,0 +1,201 @@
+"""End to end: a real `dockyard serve` subprocess, driven over HTTP and by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+EXTERNAL_PASSWORD = "hub-pass-0f7c2e9a"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    data_dir: Path
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dockyard", "serve", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"dockyard serve exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        pytest.fail(f"dockyard serve did not answer within 30 s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def cli(self, *args: str, extra_env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "dockyard", *args],
+            env={**self.env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr + done.stdout
+        return done.stdout
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
+    env.update(
+        DOCKYARD_DATA_DIR=str(tmp_path / "data"),
+        DOCKYARD_DATABASE_URL=database_url,
+        COLUMNS="200",
+    )
+    srv = Server(f"http://127.0.0.1:{port}", port, tmp_path / "data", env, tmp_path / "serve.log")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_first_start_prints_and_saves_a_working_token(server: Server) -> None:
+    token_file = server.data_dir / "first-project-token"
+    token = token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    log = server.log()
+    assert token in log
+    assert f'curl -H "Authorization: Bearer $(cat {token_file})" ' in log
+    assert f"http://localhost:{server.port}/v1/container_registries" in log
+
+    listed = httpx.get(
+        f"{server.url}/v1/container_registries", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert listed.status_code == 200
+    (managed,) = listed.json()["container_registries"]
+    assert managed["registry_type"] == "nodion"
+    assert managed["hostname"] == f"localhost:{server.port}"
+
+
+def test_every_endpoint_and_the_cli_against_a_real_server(server: Server) -> None:
+    token = (server.data_dir / "first-project-token").read_text().strip()
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+    managed_id = api.get("/v1/container_registries").json()["container_registries"][0]["id"]
+
+    # curl -d style form body
+    created = api.post(
+        "/v1/container_registries",
+        data={
+            "name": "Hub",
+            "registry_type": "docker_hub",
+            "username": "me",
+            "password": EXTERNAL_PASSWORD,
+        },
+    )
+    assert created.status_code == 200, created.text
+    hub = created.json()["container_registry"]
+    assert (hub["hostname"], hub["has_credentials"]) == ("docker.io", True)
+
+    patched = api.patch(f"/v1/container_registries/{hub['id']}", json={"name": "Hub 2"})
+    assert patched.json()["container_registry"]["name"] == "Hub 2"
+    assert api.get(f"/v1/container_registries/{hub['id']}").json()["container_registry"][
+        "has_credentials"
+    ]
+
+    generated = api.post(f"/v1/container_registries/{managed_id}/credentials")
+    assert generated.status_code == 201
+    robot = generated.json()["container_registry"]
+    assert re.fullmatch(r"robot\$project-[0-9a-f]{8}", robot["username"])
+    assert api.post(f"/v1/container_registries/{managed_id}/credentials").status_code == 400
+
+    # The CLI client sees the same registries as the API.
+    cli_env = {"DOCKYARD_URL": server.url, "DOCKYARD_TOKEN": token}
+    listed = json.loads(server.cli("registries", "list", "--json", extra_env=cli_env))
+    assert [r["id"] for r in listed] == [managed_id, hub["id"]]
+    assert listed[0]["has_credentials"] is True
+
+    revoked = server.cli(
+        "registries", "credentials", managed_id, "--revoke", "--json", extra_env=cli_env
+    )
+    assert json.loads(revoked)["has_credentials"] is False
+    regenerated = server.cli("registries", "credentials", managed_id, extra_env=cli_env)
+    new_robot = re.search(r"Username: (\S+)", regenerated)
+    assert new_robot is not None
+    assert (
+        f"docker login localhost:{server.port} -u '{new_robot.group(1)}' --password-stdin"
+        in regenerated
+    )
+
+    assert api.delete(f"/v1/container_registries/{hub['id']}").status_code == 200
+    assert api.get(f"/v1/container_registries/{hub['id']}").status_code == 404
+
+    # Secrets never reach the server's log: not the external password, not the robot's.
+    log = server.log()
+    assert EXTERNAL_PASSWORD not in log
+    assert robot["password"] not in log
+
+
+def test_admin_commands_work_while_the_server_runs(server: Server) -> None:
+    other = json.loads(server.cli("projects", "create", "Other", "--json"))
+    assert set(other) == {"id", "name", "api_token"}
+    headers = {"Authorization": f"Bearer {other['api_token']}"}
+    assert httpx.get(f"{server.url}/v1/container_registries", headers=headers).status_code == 200
+
+    second = json.loads(server.cli("tokens", "create", other["id"], "--json"))
+    second_headers = {"Authorization": f"Bearer {second['api_token']}"}
+    assert httpx.get(f"{server.url}/v1/regions", headers=second_headers).status_code == 200
+
+    server.cli("tokens", "revoke", second["id"])
+    refused = httpx.get(f"{server.url}/v1/regions", headers=second_headers)
+    assert refused.status_code == 401
+    assert refused.json()["errors"]
+    # Revoking one token leaves the project's other token working.
+    assert httpx.get(f"{server.url}/v1/regions", headers=headers).status_code == 200
+
+    names = [p["name"] for p in json.loads(server.cli("projects", "list", "--json"))]
+    assert names == ["Default", "Other"]
+
+
+def test_restart_keeps_data_and_creates_no_second_first_project(server: Server) -> None:
+    token = (server.data_dir / "first-project-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"name": "GHCR", "registry_type": "ghcr"}
+    created = httpx.post(f"{server.url}/v1/container_registries", json=body, headers=headers)
+    server.stop()
+    server.start()
+    assert server.log().count("Created the first project") == 1
+    listed = httpx.get(f"{server.url}/v1/container_registries", headers=headers).json()
+    assert created.json()["container_registry"] in listed["container_registries"]
+    projects = json.loads(server.cli("projects", "list", "--json"))
+    assert len(projects) == 1
