@@ -9,10 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from dockyard.domain.errors import DomainError, NotFoundError
 
 log = logging.getLogger("dockyard.api")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 class ApiError(Exception):
@@ -31,14 +33,29 @@ def error_response(
     return JSONResponse({"errors": messages}, status_code=status, headers=headers)
 
 
-def _http_sentence(request: Request, exc: StarletteHTTPException) -> str:
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette's 405 names only the first)."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+def _http_error_parts(
+    request: Request, exc: StarletteHTTPException
+) -> tuple[str, Mapping[str, str] | None]:
     if exc.status_code == 404:
-        return f"No such endpoint: {request.method} {request.url.path}"
+        return f"No such endpoint: {request.method} {request.url.path}", exc.headers
     if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("allow", (exc.headers or {}).get("Allow", ""))
-        hint = f"; use one of {allowed}" if allowed else ""
-        return f"Method {request.method} is not allowed on {request.url.path}{hint}"
-    return str(exc.detail)
+        allowed = _allowed_methods(request)
+        return (
+            f"Method {request.method} is not allowed on {request.url.path}; "
+            f"use one of {', '.join(allowed)}",
+            {"Allow": ", ".join(allowed)},
+        )
+    return str(exc.detail), exc.headers
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -52,7 +69,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, [_http_sentence(request, exc)], exc.headers)
+        sentence, headers = _http_error_parts(request, exc)
+        return error_response(exc.status_code, [sentence], headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
