@@ -40,6 +40,10 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
         raise ApiError(
             400, f"Request body is not valid JSON ({exc}); send e.g. {_EXAMPLE}"
         ) from None
+    except RecursionError:
+        raise ApiError(
+            400, f"Request body is JSON nested too deeply; send a flat object, e.g. {_EXAMPLE}"
+        ) from None
     if not isinstance(parsed, dict):
         raise ApiError(400, f"Request body must be a JSON object, e.g. {_EXAMPLE}")
     return parsed
@@ -47,10 +51,11 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
 
 def _parse_form(raw: bytes) -> dict[str, Any]:
     try:
-        text = raw.decode("utf-8")
+        # errors="strict": a percent-encoded byte that is not UTF-8 (%FF) must be refused,
+        # not silently stored as U+FFFD in a name or a password.
+        return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict"))
     except UnicodeDecodeError:
         raise ApiError(400, "Form body must be UTF-8 text") from None
-    return dict(parse_qsl(text, keep_blank_values=True))
 
 
 async def read_fields(request: Request, limit: int) -> dict[str, Any]:
