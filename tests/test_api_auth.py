@@ -144,6 +144,14 @@ def test_another_projects_registry_is_a_404_like_any_unknown_id(
     assert client.get(URL, headers=auth).json() == before
 
 
+def test_a_registry_id_has_one_spelling(client, auth):
+    managed = client.get(URL, headers=auth).json()["container_registries"][0]
+    canonical = uuid.UUID(managed["id"])
+    assert client.get(f"{URL}/{managed['id'].upper()}", headers=auth).status_code == 200
+    for other in (canonical.hex, f"{{{canonical}}}", canonical.urn):
+        assert client.get(f"{URL}/{other}", headers=auth).status_code == 404
+
+
 # -- routing -------------------------------------------------------------------------------
 
 

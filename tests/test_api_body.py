@@ -222,8 +222,28 @@ def test_non_string_registry_type_is_400_naming_the_field(client, auth, value):
 @pytest.mark.parametrize("field", list(FIELD_LABELS))
 @pytest.mark.parametrize(
     "escaped",
-    ["\\u0000", "\\n", "\\t", "\\u001b[31m", "\\u007f", "\\ud800", "\\udfff"],
-    ids=["nul", "newline", "tab", "escape", "del", "high-surrogate", "low-surrogate"],
+    [
+        "\\u0000",
+        "\\n",
+        "\\t",
+        "\\u001b[31m",
+        "\\u007f",
+        "\\ud800",
+        "\\udfff",
+        "\\u202e",
+        "\\u2028",
+    ],
+    ids=[
+        "nul",
+        "newline",
+        "tab",
+        "escape",
+        "del",
+        "high-surrogate",
+        "low-surrogate",
+        "bidi-override",
+        "line-separator",
+    ],
 )
 def test_control_characters_and_lone_surrogates_are_400(client, auth, field, escaped):
     body = {"name": "N", "registry_type": "custom", "hostname": "cr.example.com"}

@@ -117,7 +117,9 @@ def test_second_generate_is_refused(client, auth):
 def test_external_registry_has_no_robot(client, auth):
     registry = external(client, auth)
     assert "can only be generated" in one_error(generate(client, auth, registry["id"]))
-    assert "external" in one_error(revoke(client, auth, registry["id"]))
+    refusal = one_error(revoke(client, auth, registry["id"]))
+    assert "can only be deleted" in refusal
+    assert "external" in refusal
     after = client.get(f"{URL}/{registry['id']}", headers=auth).json()["container_registry"]
     assert after == registry
 

@@ -45,9 +45,13 @@ class RegistryView:
 def parse_registry_id(registry_ref: str) -> uuid.UUID:
     """A registry id from a path; anything that is not a UUID names no registry."""
     try:
-        return uuid.UUID(registry_ref)
+        parsed = uuid.UUID(registry_ref)
     except ValueError:
         raise NotFoundError("Container registry not found") from None
+    if str(parsed) != registry_ref.lower():
+        # uuid.UUID also takes bare hex, braces and urn: forms; ids have one spelling.
+        raise NotFoundError("Container registry not found")
+    return parsed
 
 
 class RegistryService:
@@ -80,7 +84,7 @@ class RegistryService:
                 .where(ContainerRegistry.project_id == project_id)
                 .order_by(ContainerRegistry.created_at, ContainerRegistry.id)
             )
-            return [(row, bool(has_robot)) for row, has_robot in result.tuples()]
+            return [(row, bool(has_robot)) for row, has_robot in result]
 
     def _order(self, rows: Sequence[tuple[ContainerRegistry, bool]]) -> list[RegistryView]:
         by_region = {
@@ -105,7 +109,7 @@ class RegistryService:
         ).first()
         if found is None:
             raise NotFoundError("Container registry not found")
-        row, has_robot = found.tuple()
+        row, has_robot = found
         if row.registry_type == MANAGED_TYPE and self._region(row) is None:
             # A region taken out of the settings: its registry is no longer served.
             raise NotFoundError("Container registry not found")

@@ -75,6 +75,14 @@ class ExternalUpdate:
     password: str | Keep | None
 
 
+# Bidirectional overrides and isolates make text display differently from what it is.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _invisible(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS
+
+
 def _text(fields: Mapping[str, Any], key: str, limit: int, errors: list[str]) -> str | None:
     """The field as a string, None when null or empty; appends a sentence when it is bad."""
     value = fields.get(key)
@@ -91,8 +99,11 @@ def _text(fields: Mapping[str, Any], key: str, limit: int, errors: list[str]) ->
     except UnicodeEncodeError:
         errors.append(f"{label} must be valid UTF-8 text")
         return None
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        errors.append(f"{label} must not contain control characters such as line breaks")
+    if any(_invisible(ch) for ch in value):
+        errors.append(
+            f"{label} must not contain control characters such as line breaks "
+            "or text-direction overrides"
+        )
         return None
     if len(value) > limit:
         errors.append(f"{label} is too long (maximum is {limit} characters)")
@@ -214,7 +225,10 @@ def parse_update(fields: Mapping[str, Any], current: StoredFields) -> ExternalUp
         elif not _complained(errors, "name"):
             errors.append("Name can't be blank")
 
-    if fields.get("registry_type", current.registry_type) != current.registry_type:
+    given_type = fields.get("registry_type", current.registry_type)
+    if not isinstance(given_type, str):
+        errors.append(f"Registry type must be a string, one of {', '.join(EXTERNAL_TYPES)}")
+    elif given_type != current.registry_type:
         errors.append("Registry type can't be changed; delete this registry and create a new one")
 
     hostname = current.hostname
