@@ -11,26 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from dockyard import __version__
 from dockyard.api import regions, registries
-from dockyard.api.deps import Services
 from dockyard.api.errors import error_response, install_error_handlers
 from dockyard.config import Settings
-from dockyard.db import Database
-from dockyard.domain.credentials import CredentialService
-from dockyard.domain.registries import RegistryService
-from dockyard.security import Cipher, SecretHasher, load_or_create_key
+from dockyard.registry.app import create_registry_app
+from dockyard.registry.token_endpoint import token_endpoint
+from dockyard.services import Services, build_services
 
-
-def build_services(settings: Settings, db: Database | None = None) -> Services:
-    db = db or Database(settings.resolved_database_url)
-    key_text = settings.encryption_key.get_secret_value() if settings.encryption_key else None
-    cipher = Cipher(load_or_create_key(key_text, settings.data_dir))
-    registry_service = RegistryService(db, settings, cipher)
-    return Services(
-        settings=settings,
-        db=db,
-        registries=registry_service,
-        credentials=CredentialService(registry_service, SecretHasher()),
-    )
+__all__ = ["Services", "build_services", "create_app"]
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -54,6 +41,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(registries.router)
     app.include_router(regions.router)
+    app.state.registry = services.registry
+    app.add_route("/auth/token", token_endpoint, methods=["GET", "POST"], include_in_schema=False)
+    app.mount("/v2", create_registry_app(services.registry))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

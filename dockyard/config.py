@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "info"
 
+    # The registry (/v2) and its token service.
+    public_url: str | None = None
+    token_signing_key: SecretStr | None = None
+    token_issuer: str = "dockyard"  # noqa: S105 (a name, not a secret)
+    token_lifetime_seconds: int = Field(default=30 * 60, ge=30, le=24 * 3600)
+    refresh_token_lifetime_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    robot_check_seconds: float = Field(default=30.0, ge=0, le=60)
+    max_manifest_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_page_size: int = Field(default=1000, ge=1)
+    storage_fsync: bool = True
+
     @classmethod
     def settings_customise_sources(
         cls,

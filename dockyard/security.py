@@ -6,6 +6,8 @@ import base64
 import hashlib
 import os
 import secrets
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -35,19 +37,25 @@ def hash_api_token(token: str) -> str:
 class SecretHasher:
     """argon2id for robot secrets, which people paste into CI systems and type."""
 
-    def __init__(self, *, time_cost: int = 2, memory_cost: int = 19 * 1024) -> None:
+    def __init__(
+        self, *, time_cost: int = 2, memory_cost: int = 19 * 1024, concurrency: int = 4
+    ) -> None:
         # OWASP's argon2id floor (19 MiB, t=2, p=1): many concurrent logins must not
         # each claim the 64 MiB of the library default.
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=1)
+        # A burst of logins queues here instead of taking memory_cost each at once.
+        self._slots = threading.BoundedSemaphore(concurrency)
 
     def hash(self, secret: str) -> str:
-        return self._hasher.hash(secret)
+        with self._slots:
+            return self._hasher.hash(secret)
 
     def verify(self, stored_hash: str, secret: str) -> bool:
-        try:
-            return self._hasher.verify(stored_hash, secret)
-        except (VerificationError, InvalidHashError):
-            return False
+        with self._slots:
+            try:
+                return self._hasher.verify(stored_hash, secret)
+            except (VerificationError, InvalidHashError):
+                return False
 
 
 class DecryptionError(Exception):
@@ -97,27 +105,34 @@ def generate_key_text() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
+def read_or_create_secret_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The file's bytes; if it is absent, `make()` written to it with mode 0600."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = make()
+    # Written aside and linked into place: when two processes start at once, exactly one
+    # file wins and the other process reads that one, never a half-written file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return path.read_bytes()
+    finally:
+        tmp.unlink()
+    return content
+
+
 def load_or_create_key(configured: str | None, data_dir: Path) -> bytes:
     """The configured key, else the one kept in the data dir, created (mode 0600) if absent."""
     if configured:
         return parse_key(configured)
-    path = data_dir / KEY_FILE
-    try:
-        return parse_key(path.read_text())
-    except FileNotFoundError:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    text = generate_key_text()
-    # Written aside and linked into place: when two processes start at once, exactly one
-    # key wins and the other process reads that one, never a half-written file.
-    tmp = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return parse_key(path.read_text())
-    finally:
-        tmp.unlink()
-    return parse_key(text)
+    text = read_or_create_secret_file(
+        data_dir / KEY_FILE, lambda: (generate_key_text() + "\n").encode()
+    )
+    return parse_key(text.decode())

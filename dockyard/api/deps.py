@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from dockyard.api.body import read_fields
 from dockyard.api.errors import ApiError
-from dockyard.config import Settings
-from dockyard.db import Database
-from dockyard.domain.credentials import CredentialService
 from dockyard.domain.projects import project_for_token
-from dockyard.domain.registries import RegistryService
+from dockyard.services import Services
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dockyard"'}
-
-
-@dataclass(frozen=True)
-class Services:
-    """Built once in create_app and kept on app.state."""
-
-    settings: Settings
-    db: Database
-    registries: RegistryService
-    credentials: CredentialService
 
 
 def get_services(request: Request) -> Services:

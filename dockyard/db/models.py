@@ -5,7 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, TypeDecorator, Uuid
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -108,3 +118,98 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# -- the registry (/v2) ---------------------------------------------------------------------
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    __table_args__ = (Index("uq_repository_region_name", "region_id", "name", unique=True),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    region_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Blob(Base):
+    """A blob stored once per region; readable only through the repositories it is linked to."""
+
+    __tablename__ = "blobs"
+
+    region_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(150), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RepositoryBlob(Base):
+    __tablename__ = "repository_blobs"
+
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(150), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Manifest(Base):
+    """A manifest kept as the exact bytes received; its digest is over those bytes."""
+
+    __tablename__ = "manifests"
+    __table_args__ = (Index("ix_manifests_subject", "repository_id", "subject_digest"),)
+
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(150), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(255))
+    artifact_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    subject_digest: Mapped[str | None] = mapped_column(String(150), nullable=True)
+    annotations: Mapped[str | None] = mapped_column(Text, nullable=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ManifestReference(Base):
+    """What a manifest points at: its config and layers, or an index's child manifests."""
+
+    __tablename__ = "manifest_references"
+
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    manifest_digest: Mapped[str] = mapped_column(String(150), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(150), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    manifest_digest: Mapped[str] = mapped_column(String(150))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Upload(Base):
+    """An upload session: lives here, not in a process, so any process can continue it."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+    )
+    region_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,10 +6,11 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dockyard.db import Database
 from dockyard.db.models import ContainerRegistry, RobotAccount, utcnow
 from dockyard.domain.errors import RefusedError
 from dockyard.domain.registries import RegistryService, RegistryView
@@ -49,18 +50,18 @@ class CredentialService:
             "Delete them (DELETE /v1/container_registries/:id/credentials) to generate new ones"
         )
 
-    def _managed(self, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
+    def _managed(self, project_id: uuid.UUID, registry_ref: str, verb: str) -> RegistryView:
         view = self.registries.get(project_id, registry_ref)
         if view.registry_type != MANAGED_TYPE:
             raise RefusedError(
-                f"Credentials can only be generated for {self._platform} registries; "
+                f"Credentials can only be {verb} for {self._platform} registries; "
                 f"this is an external {view.registry_type} registry, whose credentials you "
                 "set with PATCH /v1/container_registries/:id"
             )
         return view
 
     def generate(self, project_id: uuid.UUID, registry_ref: str) -> GeneratedCredentials:
-        view = self._managed(project_id, registry_ref)
+        view = self._managed(project_id, registry_ref, "generated")
         if view.has_credentials:
             raise self._already()
         password = new_robot_secret()
@@ -92,7 +93,7 @@ class CredentialService:
         raise RefusedError("Could not pick a free robot username; please try again")
 
     def revoke(self, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
-        view = self._managed(project_id, registry_ref)
+        view = self._managed(project_id, registry_ref, "deleted")
         if not view.has_credentials:
             raise RefusedError("This registry has no credentials to delete")
         with self.registries.db.write() as session:
@@ -106,3 +107,42 @@ class CredentialService:
             .where(ContainerRegistry.id == registry_id)
             .values(updated_at=utcnow())
         )
+
+
+@dataclass(frozen=True)
+class RobotIdentity:
+    id: uuid.UUID
+    username: str
+    project_id: uuid.UUID
+    region_id: uuid.UUID
+
+
+class RobotDirectory:
+    """Who a robot is, whether its password is right, and whether it still exists."""
+
+    def __init__(self, db: Database, hasher: SecretHasher) -> None:
+        self.db = db
+        self.hasher = hasher
+        # Checked against when a username is unknown, so that a wrong name costs the same
+        # time as a wrong password and does not reveal which robots exist.
+        self._decoy = hasher.hash(new_robot_secret())
+
+    def authenticate(self, username: str, password: str) -> RobotIdentity | None:
+        with self.db.read() as session:
+            row = session.scalar(select(RobotAccount).where(RobotAccount.username == username))
+            identity = (
+                None
+                if row is None
+                else RobotIdentity(row.id, row.username, row.project_id, row.region_id)
+            )
+            stored = self._decoy if row is None else row.secret_hash
+        if not self.hasher.verify(stored, password) or identity is None:
+            return None
+        return identity
+
+    def find(self, robot_id: uuid.UUID) -> RobotIdentity | None:
+        with self.db.read() as session:
+            row = session.get(RobotAccount, robot_id)
+            if row is None:
+                return None
+            return RobotIdentity(row.id, row.username, row.project_id, row.region_id)

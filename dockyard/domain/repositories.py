@@ -1,0 +1,149 @@
+"""Repositories and what is linked into them: blobs, tags, the catalog."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from dockyard.db import Database
+from dockyard.db.models import Blob, Repository, RepositoryBlob, Tag, utcnow
+from dockyard.registry.errors import RegistryError
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    id: uuid.UUID
+    project_id: uuid.UUID
+    region_id: uuid.UUID
+    name: str
+
+
+def _ref(row: Repository) -> RepoRef:
+    return RepoRef(row.id, row.project_id, row.region_id, row.name)
+
+
+def find_repository(session: Session, region_id: uuid.UUID, name: str) -> RepoRef | None:
+    row = session.scalar(
+        select(Repository).where(Repository.region_id == region_id, Repository.name == name)
+    )
+    return None if row is None else _ref(row)
+
+
+class RepositoryService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, region_id: uuid.UUID, name: str) -> RepoRef:
+        """The repository, or NAME_UNKNOWN."""
+        with self.db.read() as session:
+            repo = find_repository(session, region_id, name)
+        if repo is None:
+            raise RegistryError("NAME_UNKNOWN", detail={"name": name})
+        return repo
+
+    def get_or_create(self, region_id: uuid.UUID, project_id: uuid.UUID, name: str) -> RepoRef:
+        with self.db.read() as session:
+            repo = find_repository(session, region_id, name)
+        if repo is not None:
+            return repo
+        try:
+            with self.db.write() as session:
+                row = Repository(project_id=project_id, region_id=region_id, name=name)
+                session.add(row)
+                session.flush()
+                return _ref(row)
+        except IntegrityError:
+            return self.get(region_id, name)  # a concurrent push created it
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    def blob_size(self, repo: RepoRef, digest: str) -> int | None:
+        """The size of a blob readable through this repository, else None."""
+        with self.db.read() as session:
+            return session.scalar(
+                select(Blob.size)
+                .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+                .where(
+                    RepositoryBlob.repository_id == repo.id,
+                    RepositoryBlob.digest == digest,
+                    Blob.region_id == repo.region_id,
+                )
+            )
+
+    def stored_blob_size(self, region_id: uuid.UUID, digest: str) -> int | None:
+        with self.db.read() as session:
+            return session.scalar(
+                select(Blob.size).where(Blob.region_id == region_id, Blob.digest == digest)
+            )
+
+    def record_blob(self, repo: RepoRef, digest: str, size: int) -> None:
+        """The blob is in storage: make it known in the region and readable through `repo`."""
+        with self.db.write() as session:
+            if session.get(Blob, (repo.region_id, digest)) is None:
+                session.add(Blob(region_id=repo.region_id, digest=digest, size=size))
+            self._link(session, repo, digest)
+
+    def link_blob(self, repo: RepoRef, digest: str) -> None:
+        with self.db.write() as session:
+            self._link(session, repo, digest)
+
+    @staticmethod
+    def _link(session: Session, repo: RepoRef, digest: str) -> None:
+        link = session.get(RepositoryBlob, (repo.id, digest))
+        if link is None:
+            session.add(RepositoryBlob(repository_id=repo.id, digest=digest))
+        else:
+            # A fresh link restarts the blob's grace period against garbage collection.
+            link.created_at = utcnow()
+
+    def unlink_blob(self, repo: RepoRef, digest: str) -> bool:
+        with self.db.write() as session:
+            result = session.execute(
+                delete(RepositoryBlob).where(
+                    RepositoryBlob.repository_id == repo.id, RepositoryBlob.digest == digest
+                )
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    # -- tags and the catalog ------------------------------------------------------------------
+
+    def tags(self, repo: RepoRef, limit: int | None, last: str | None) -> tuple[list[str], bool]:
+        """Tags in lexical order after `last`; and whether more follow."""
+        return self._page(
+            select(Tag.name).where(Tag.repository_id == repo.id), Tag.name, limit, last
+        )
+
+    def catalog(
+        self, project_id: uuid.UUID, region_id: uuid.UUID, limit: int | None, last: str | None
+    ) -> tuple[list[str], bool]:
+        """The project's repositories in the region, in lexical order after `last`."""
+        return self._page(
+            select(Repository.name).where(
+                Repository.project_id == project_id, Repository.region_id == region_id
+            ),
+            Repository.name,
+            limit,
+            last,
+        )
+
+    def _page(
+        self,
+        query: Select[str],
+        column: InstrumentedAttribute[str],
+        limit: int | None,
+        last: str | None,
+    ) -> tuple[list[str], bool]:
+        query = query.order_by(column)
+        if last:
+            query = query.where(column > last)
+        if limit is not None:
+            query = query.limit(limit + 1)  # one more tells whether another page follows
+        with self.db.read() as session:
+            names = list(session.scalars(query))
+        if limit is not None and len(names) > limit:
+            return names[:limit], True
+        return names, False

@@ -1,0 +1,66 @@
+"""Upload sessions in the database: where each upload stands, so any process can go on."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+
+from dockyard.db import Database
+from dockyard.db.models import Upload, utcnow
+from dockyard.domain.repositories import RepoRef
+from dockyard.registry.errors import RegistryError
+
+
+@dataclass(frozen=True)
+class UploadState:
+    id: uuid.UUID
+    repository_id: uuid.UUID
+    size: int
+    started_at: datetime
+
+
+def _state(row: Upload) -> UploadState:
+    return UploadState(row.id, row.repository_id, row.size, row.started_at)
+
+
+class UploadService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def start(self, repo: RepoRef) -> UploadState:
+        with self.db.write() as session:
+            row = Upload(repository_id=repo.id, region_id=repo.region_id, size=0)
+            session.add(row)
+            session.flush()
+            return _state(row)
+
+    def get(self, repo: RepoRef, upload_ref: str) -> UploadState:
+        """The upload of this repository, or BLOB_UPLOAD_UNKNOWN."""
+        try:
+            upload_id = uuid.UUID(upload_ref)
+        except ValueError:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN") from None
+        with self.db.read() as session:
+            row = session.scalar(
+                select(Upload).where(Upload.id == upload_id, Upload.repository_id == repo.id)
+            )
+            if row is None:
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN")
+            return _state(row)
+
+    def advance(self, upload: UploadState, new_size: int) -> bool:
+        """Record the new size, only if no one else moved the upload meanwhile."""
+        with self.db.write() as session:
+            result = session.execute(
+                update(Upload)
+                .where(Upload.id == upload.id, Upload.size == upload.size)
+                .values(size=new_size, updated_at=utcnow())
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def forget(self, upload_id: uuid.UUID) -> None:
+        with self.db.write() as session:
+            session.execute(delete(Upload).where(Upload.id == upload_id))

@@ -1,0 +1,84 @@
+"""The grammar of repository names, tags and digests: the one place that knows it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from dockyard.registry.errors import RegistryError
+
+# OCI distribution-spec: path components joined by "/", each lower-case alphanumerics with
+# single separators (".", "_", "__", or runs of "-").
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_ENCODED = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
+MAX_NAME = 255
+
+
+@dataclass(frozen=True)
+class RepoName:
+    """`<project-id>/<path>`: every repository lives under its project's id."""
+
+    full: str
+    project_id: uuid.UUID
+
+
+def parse_name(name: str) -> RepoName:
+    if len(name) > MAX_NAME:
+        raise RegistryError("NAME_INVALID", f"repository name is longer than {MAX_NAME} characters")
+    if not NAME_RE.match(name):
+        raise RegistryError(
+            "NAME_INVALID",
+            "repository name must be lower-case path components of letters and digits "
+            "joined by '.', '_', '__' or '-', separated by '/'",
+            detail={"name": name},
+        )
+    head, sep, _ = name.partition("/")
+    try:
+        project_id = uuid.UUID(head)
+    except ValueError:
+        project_id = None
+    if not sep or project_id is None or str(project_id) != head:
+        raise RegistryError(
+            "NAME_INVALID",
+            "repository name must start with your project id: <project-id>/<image>",
+            detail={"name": name},
+        )
+    return RepoName(name, project_id)
+
+
+def is_digest(reference: str) -> bool:
+    return ":" in reference
+
+
+def parse_digest(value: str) -> str:
+    """A digest this registry can verify (sha256 or sha512), or DIGEST_INVALID."""
+    if not DIGEST_RE.match(value):
+        raise RegistryError("DIGEST_INVALID", "digest is not of the form algorithm:hex")
+    algorithm, _, encoded = value.partition(":")
+    pattern = _ENCODED.get(algorithm)
+    if pattern is None:
+        raise RegistryError(
+            "DIGEST_INVALID", f"digest algorithm {algorithm} is not supported; use sha256"
+        )
+    if not pattern.match(encoded):
+        raise RegistryError(
+            "DIGEST_INVALID", f"{algorithm} digest must be lower-case hex of the right length"
+        )
+    return value
+
+
+def parse_reference(reference: str) -> str:
+    """A tag or a digest, as used in /manifests/<reference>."""
+    if is_digest(reference):
+        return parse_digest(reference)
+    if not TAG_RE.match(reference):
+        raise RegistryError(
+            "TAG_INVALID",
+            "tag must be 1 to 128 characters of letters, digits, '_', '.' and '-', "
+            "not starting with '.' or '-'",
+        )
+    return reference

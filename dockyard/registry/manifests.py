@@ -1,0 +1,91 @@
+"""/v2/<name>/manifests/<reference>: push, fetch and delete manifests and tags."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dockyard.domain.manifest_format import parse_manifest
+from dockyard.registry.access import DELETE, PULL, PUSH
+from dockyard.registry.errors import RegistryError
+from dockyard.registry.grammar import is_digest, parse_reference
+from dockyard.registry.request import content_length, repo_request
+
+
+async def _read_manifest(request: Request, limit: int) -> bytes:
+    declared = content_length(request)
+    too_large = RegistryError(
+        "MANIFEST_INVALID", f"manifest is larger than {limit} bytes", status=413
+    )
+    if declared is not None and declared > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def put_manifest(request: Request) -> Response:
+    req = await repo_request(request, PULL, PUSH)
+    reference = parse_reference(request.path_params["reference"])
+    content = await _read_manifest(request, req.context.settings.max_manifest_bytes)
+    parsed = await run_in_threadpool(parse_manifest, content, request.headers.get("content-type"))
+    digest = parsed.digest
+    if is_digest(reference):
+        algorithm = reference.partition(":")[0]
+        if algorithm != "sha256":
+            digest = f"{algorithm}:{hashlib.new(algorithm, content).hexdigest()}"
+        if not hmac.compare_digest(digest, reference):
+            raise RegistryError(
+                "DIGEST_INVALID",
+                "the manifest's content does not match the digest in the URL",
+                detail={"expected": reference, "actual": digest},
+            )
+    repo = await req.repository_for_push()
+    await run_in_threadpool(req.context.manifests.put, repo, reference, parsed, content)
+    headers = {
+        "Location": f"{req.base}/manifests/{parsed.digest}",
+        "Docker-Content-Digest": parsed.digest,
+    }
+    if parsed.subject is not None:
+        headers["OCI-Subject"] = parsed.subject.digest
+    return Response(status_code=201, headers=headers)
+
+
+async def get_manifest(request: Request) -> Response:
+    req = await repo_request(request, PULL)
+    reference = parse_reference(request.path_params["reference"])
+    try:
+        repo = await req.repository()
+    except RegistryError:
+        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference}) from None
+    manifest = await run_in_threadpool(req.context.manifests.get, repo, reference)
+    if manifest is None:
+        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+    headers = {
+        "Docker-Content-Digest": manifest.digest,
+        "ETag": f'"{manifest.digest}"',
+        "Content-Length": str(len(manifest.content)),
+    }
+    body = b"" if request.method == "HEAD" else manifest.content
+    return Response(body, media_type=manifest.media_type, headers=headers)
+
+
+async def delete_manifest(request: Request) -> Response:
+    req = await repo_request(request, DELETE)
+    reference = parse_reference(request.path_params["reference"])
+    try:
+        repo = await req.repository()
+    except RegistryError:
+        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference}) from None
+    if not await run_in_threadpool(req.context.manifests.delete, repo, reference):
+        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+    return Response(status_code=202)

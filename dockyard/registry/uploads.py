@@ -1,0 +1,220 @@
+"""/v2/<name>/blobs/uploads/: start, stream, chunk, finish, cancel and mount blob uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import AsyncIterator
+
+from anyio import to_thread
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dockyard.domain.repositories import RepoRef
+from dockyard.domain.uploads import UploadState
+from dockyard.registry.access import PULL, PUSH
+from dockyard.registry.errors import RegistryError
+from dockyard.registry.grammar import parse_digest, parse_name
+from dockyard.registry.request import RepoRequest, content_length, repo_request
+from dockyard.storage import InvalidOffsetError
+from dockyard.storage.paths import blob_key, upload_key, upload_prefix
+
+_CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+
+def _upload_headers(req: RepoRequest, upload_id: str, size: int) -> dict[str, str]:
+    return {
+        "Location": f"{req.base}/blobs/uploads/{upload_id}",
+        "Range": f"0-{max(size - 1, 0)}",
+        "Docker-Upload-UUID": upload_id,
+    }
+
+
+def _blob_created(req: RepoRequest, digest: str) -> Response:
+    return Response(
+        status_code=201,
+        headers={"Location": f"{req.base}/blobs/{digest}", "Docker-Content-Digest": digest},
+    )
+
+
+def _range_error(req: RepoRequest, upload: UploadState, message: str) -> RegistryError:
+    return RegistryError(
+        "RANGE_INVALID",
+        message,
+        headers=_upload_headers(req, str(upload.id), upload.size),
+    )
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+async def _append(req: RepoRequest, request: Request, upload: UploadState) -> UploadState:
+    """Stream the request body onto the upload, hashing as it goes; returns the new state."""
+    expected = content_length(request)
+    content_range = request.headers.get("content-range")
+    if content_range:
+        match = _CONTENT_RANGE.match(content_range.strip())
+        if not match:
+            raise _range_error(req, upload, "Content-Range must be <start>-<end>")
+        start, end = int(match.group(1)), int(match.group(2))
+        if start != upload.size or end < start:
+            raise _range_error(
+                req, upload, f"chunk starts at {start}, the upload is at {upload.size}"
+            )
+        if expected is not None and expected != end - start + 1:
+            raise _range_error(req, upload, "Content-Range and Content-Length disagree")
+    context = req.context
+    hasher = context.hashers.take(upload.id, upload.size)
+    try:
+        size = await context.store(req.region).append(
+            upload_key(upload.id),
+            upload.size,
+            _body(request),
+            hasher.update if hasher is not None else None,
+        )
+    except InvalidOffsetError:
+        # The stored bytes are fewer than the database says: an earlier write was lost.
+        raise _range_error(
+            req, upload, "the upload's stored data is shorter than its offset"
+        ) from None
+    written = size - upload.size
+    if expected is not None and written != expected:
+        raise RegistryError(
+            "SIZE_INVALID", f"received {written} bytes, Content-Length said {expected}"
+        )
+    if not await run_in_threadpool(context.uploads.advance, upload, size):
+        raise _range_error(req, upload, "another chunk of this upload arrived at the same time")
+    if hasher is not None:
+        context.hashers.keep(upload.id, size, hasher)
+    return UploadState(upload.id, upload.repository_id, size, upload.started_at)
+
+
+async def _stored_digest(req: RepoRequest, upload: UploadState, algorithm: str) -> str:
+    """The digest of what is stored, from the running hash when this process saw it all."""
+    hasher = req.context.hashers.take(upload.id, upload.size) if algorithm == "sha256" else None
+    if hasher is None:
+        hasher = hashlib.new(algorithm)
+        if upload.size:
+            async for chunk in req.context.store(req.region).read(upload_key(upload.id)):
+                await to_thread.run_sync(hasher.update, chunk)
+    return f"{algorithm}:{hasher.hexdigest()}"
+
+
+async def _finish(req: RepoRequest, repo: RepoRef, upload: UploadState, digest: str) -> Response:
+    context, store = req.context, req.context.store(req.region)
+    actual = await _stored_digest(req, upload, digest.partition(":")[0])
+    if not hmac.compare_digest(actual, digest):
+        await _cancel(req, upload)
+        raise RegistryError(
+            "DIGEST_INVALID",
+            "the uploaded content does not match the digest",
+            detail={"expected": digest, "actual": actual},
+        )
+    known = await run_in_threadpool(context.repositories.stored_blob_size, repo.region_id, digest)
+    if known is None:
+        await store.move(upload_key(upload.id), blob_key(digest))
+        await store.delete(upload_prefix(upload.id))
+    else:
+        await store.delete(upload_prefix(upload.id))
+    await run_in_threadpool(context.repositories.record_blob, repo, digest, upload.size)
+    await run_in_threadpool(context.uploads.forget, upload.id)
+    return _blob_created(req, digest)
+
+
+async def _cancel(req: RepoRequest, upload: UploadState) -> None:
+    req.context.hashers.drop(upload.id)
+    await req.context.store(req.region).delete(upload_prefix(upload.id))
+    await run_in_threadpool(req.context.uploads.forget, upload.id)
+
+
+async def _try_mount(req: RepoRequest, repo: RepoRef, digest: str, source: str) -> bool:
+    """Link a blob from another repository the caller may pull from; False to upload it."""
+    try:
+        source_name = parse_name(source)
+    except RegistryError:
+        return False
+    if not req.claims.allows("repository", source_name.full, PULL):
+        return False
+    context = req.context
+    try:
+        source_repo = await run_in_threadpool(
+            context.repositories.get, req.region.region_id, source_name.full
+        )
+    except RegistryError:
+        return False
+    if await run_in_threadpool(context.repositories.blob_size, source_repo, digest) is None:
+        return False
+    await run_in_threadpool(context.repositories.link_blob, repo, digest)
+    return True
+
+
+async def start_upload(request: Request) -> Response:
+    req = await repo_request(request, PULL, PUSH)
+    repo = await req.repository_for_push()
+    query = request.query_params
+    mount = query.get("mount")
+    if mount:
+        digest = parse_digest(mount)
+        if await _try_mount(req, repo, digest, query.get("from", "")):
+            return _blob_created(req, digest)
+    upload = await run_in_threadpool(req.context.uploads.start, repo)
+    if "digest" in query:  # monolithic: POST ?digest= with the whole blob
+        digest = parse_digest(query["digest"])
+        async with req.context.hashers.lock(upload.id):
+            upload = await _append(req, request, upload)
+            return await _finish(req, repo, upload, digest)
+    return Response(status_code=202, headers=_upload_headers(req, str(upload.id), 0))
+
+
+async def _upload(req: RepoRequest, request: Request) -> tuple[RepoRef, UploadState]:
+    try:
+        repo = await req.repository()
+    except RegistryError:
+        raise RegistryError("BLOB_UPLOAD_UNKNOWN") from None
+    upload_ref = request.path_params["upload_id"]
+    upload = await run_in_threadpool(req.context.uploads.get, repo, upload_ref)
+    return repo, upload
+
+
+async def upload_chunk(request: Request) -> Response:
+    req = await repo_request(request, PULL, PUSH)
+    _, upload = await _upload(req, request)
+    async with req.context.hashers.lock(upload.id):
+        _, upload = await _upload(req, request)  # it may have moved while we waited
+        upload = await _append(req, request, upload)
+    return Response(status_code=202, headers=_upload_headers(req, str(upload.id), upload.size))
+
+
+async def finish_upload(request: Request) -> Response:
+    req = await repo_request(request, PULL, PUSH)
+    repo, upload = await _upload(req, request)
+    if "digest" not in request.query_params:
+        raise RegistryError("DIGEST_INVALID", "the closing PUT needs ?digest=<digest>")
+    digest = parse_digest(request.query_params["digest"])
+    async with req.context.hashers.lock(upload.id):
+        _, upload = await _upload(req, request)
+        has_body = content_length(request) or "chunked" in request.headers.get(
+            "transfer-encoding", ""
+        )
+        if has_body:
+            upload = await _append(req, request, upload)
+        return await _finish(req, repo, upload, digest)
+
+
+async def upload_status(request: Request) -> Response:
+    req = await repo_request(request, PULL, PUSH)
+    _, upload = await _upload(req, request)
+    return Response(status_code=204, headers=_upload_headers(req, str(upload.id), upload.size))
+
+
+async def cancel_upload(request: Request) -> Response:
+    req = await repo_request(request, PULL, PUSH)
+    _, upload = await _upload(req, request)
+    async with req.context.hashers.lock(upload.id):
+        await _cancel(req, upload)
+    return Response(status_code=204)

@@ -1,0 +1,73 @@
+"""Everything the server needs, built once from the settings and handed to both faces."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from dockyard.config import Settings
+from dockyard.db import Database
+from dockyard.domain.credentials import CredentialService, RobotDirectory
+from dockyard.domain.manifests import ManifestService
+from dockyard.domain.registries import RegistryService
+from dockyard.domain.repositories import RepositoryService
+from dockyard.domain.uploads import UploadService
+from dockyard.registry.context import RegistryContext, RobotStanding, UploadHashers
+from dockyard.registry.tokens import TokenService, load_or_create_signing_key
+from dockyard.security import Cipher, SecretHasher, load_or_create_key
+from dockyard.storage import BlobStore
+from dockyard.storage.filesystem import FilesystemBlobStore
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    db: Database
+    registries: RegistryService
+    credentials: CredentialService
+    registry: RegistryContext
+
+
+def _secret(value: object) -> str | None:
+    get = getattr(value, "get_secret_value", None)
+    return get() if get is not None else None
+
+
+def build_stores(settings: Settings) -> dict[uuid.UUID, BlobStore]:
+    return {
+        region.region_id: FilesystemBlobStore(
+            settings.data_dir / "storage" / region.slug, fsync=settings.storage_fsync
+        )
+        for region in settings.effective_regions
+    }
+
+
+def build_services(settings: Settings, db: Database | None = None) -> Services:
+    db = db or Database(settings.resolved_database_url)
+    cipher = Cipher(load_or_create_key(_secret(settings.encryption_key), settings.data_dir))
+    hasher = SecretHasher()
+    registries = RegistryService(db, settings, cipher)
+    robots = RobotDirectory(db, hasher)
+    tokens = TokenService(
+        load_or_create_signing_key(_secret(settings.token_signing_key), settings.data_dir),
+        issuer=settings.token_issuer,
+        lifetime_seconds=settings.token_lifetime_seconds,
+    )
+    registry = RegistryContext(
+        settings=settings,
+        stores=build_stores(settings),
+        tokens=tokens,
+        robots=robots,
+        standing=RobotStanding(robots, settings.robot_check_seconds),
+        repositories=RepositoryService(db),
+        uploads=UploadService(db),
+        manifests=ManifestService(db),
+        hashers=UploadHashers(),
+    )
+    return Services(
+        settings=settings,
+        db=db,
+        registries=registries,
+        credentials=CredentialService(registries, hasher),
+        registry=registry,
+    )
