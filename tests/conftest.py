@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from dockyard.config import Settings
 from dockyard.db import Database
 from dockyard.db.models import Base
 from dockyard.domain.projects import NewProject, create_project
+from tests.support import Server, start_server
 
 PG_ENV = "DOCKYARD_TEST_POSTGRES_URL"
 REQUIRE_ENV = "DOCKYARD_REQUIRE_CLIENTS"
@@ -132,3 +134,31 @@ def project(services: Services) -> NewProject:
 @pytest.fixture
 def auth(project: NewProject) -> dict[str, str]:
     return {"Authorization": f"Bearer {project.api_token}"}
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
+    """A real `dockyard serve` subprocess on the test's database."""
+    srv = start_server(tmp_path, database_url)
+    yield srv
+    srv.stop()
+
+
+@dataclass(frozen=True)
+class Robot:
+    """Push/pull credentials of the test project's managed registry."""
+
+    username: str
+    password: str
+    project_id: str
+    registry_id: str
+    hostname: str
+
+
+@pytest.fixture
+def robot(client: TestClient, auth: dict[str, str], project: NewProject) -> Robot:
+    managed = client.get("/v1/container_registries", headers=auth).json()["container_registries"][0]
+    created = client.post(f"/v1/container_registries/{managed['id']}/credentials", headers=auth)
+    assert created.status_code == 201, created.text
+    body = created.json()["container_registry"]
+    return Robot(body["username"], body["password"], str(project.id), body["id"], body["hostname"])
