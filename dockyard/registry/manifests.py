@@ -12,7 +12,7 @@ from starlette.responses import Response
 from dockyard.domain.manifest_format import parse_manifest
 from dockyard.registry.access import DELETE, PULL, PUSH
 from dockyard.registry.errors import RegistryError
-from dockyard.registry.grammar import is_digest, parse_reference
+from dockyard.registry.grammar import TAG_RE, is_digest, parse_reference
 from dockyard.registry.request import content_length, repo_request
 
 
@@ -60,9 +60,20 @@ async def put_manifest(request: Request) -> Response:
     return Response(status_code=201, headers=headers)
 
 
+def _lookup_reference(request: Request) -> str:
+    """A reference to look up: a digest must be well-formed (DIGEST_INVALID), but a name
+    that could never be a tag simply names no manifest (404), as clients expect."""
+    reference: str = request.path_params["reference"]
+    if is_digest(reference):
+        return parse_reference(reference)
+    if not TAG_RE.match(reference):
+        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+    return reference
+
+
 async def get_manifest(request: Request) -> Response:
     req = await repo_request(request, PULL)
-    reference = parse_reference(request.path_params["reference"])
+    reference = _lookup_reference(request)
     try:
         repo = await req.repository()
     except RegistryError:
@@ -81,7 +92,7 @@ async def get_manifest(request: Request) -> Response:
 
 async def delete_manifest(request: Request) -> Response:
     req = await repo_request(request, DELETE)
-    reference = parse_reference(request.path_params["reference"])
+    reference = _lookup_reference(request)
     try:
         repo = await req.repository()
     except RegistryError:
