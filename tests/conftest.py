@@ -20,6 +20,7 @@ from dockyard.config import Settings
 from dockyard.db import Database
 from dockyard.db.models import Base
 from dockyard.domain.projects import NewProject, create_project
+from tests.s3server import S3Server, start_s3
 from tests.support import Server, start_server
 
 PG_ENV = "DOCKYARD_TEST_POSTGRES_URL"
@@ -162,3 +163,26 @@ def robot(client: TestClient, auth: dict[str, str], project: NewProject) -> Robo
     assert created.status_code == 201, created.text
     body = created.json()["container_registry"]
     return Robot(body["username"], body["password"], str(project.id), body["id"], body["hostname"])
+
+
+@pytest.fixture
+def other_robot(client: TestClient, services: Services) -> Robot:
+    """The robot of a second project: the neighbour who must see nothing of the first."""
+    other = create_project(services.db, "Globex")
+    auth = {"Authorization": f"Bearer {other.api_token}"}
+    managed = client.get("/v1/container_registries", headers=auth).json()["container_registries"][0]
+    created = client.post(f"/v1/container_registries/{managed['id']}/credentials", headers=auth)
+    assert created.status_code == 201, created.text
+    body = created.json()["container_registry"]
+    return Robot(body["username"], body["password"], str(other.id), body["id"], body["hostname"])
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS on loopback for the whole session, with a bucket `dockyard-test`."""
+    try:
+        server = start_s3(tmp_path_factory.mktemp("seaweedfs"))
+    except FileNotFoundError as missing:
+        require_or_skip(f"no S3 server to test against: {missing}")
+    yield server
+    server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,13 +13,18 @@ import pytest
 
 from dockyard.storage import BlobStore, InvalidOffsetError
 from dockyard.storage.filesystem import FilesystemBlobStore
+from dockyard.storage.s3 import MIN_PART, S3BlobStore
 
 
-@pytest.fixture(params=["filesystem"])
+@pytest.fixture(params=["filesystem", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     if request.param == "filesystem":
         return FilesystemBlobStore(tmp_path / "store")
-    raise AssertionError(request.param)
+    server = request.getfixturevalue("s3_server")
+    # Parts at S3's minimum, so that a few MiB already make a multipart upload.
+    return S3BlobStore(
+        server.client(), "dockyard-test", prefix=f"t-{uuid.uuid4().hex}", part_size=MIN_PART
+    )
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -49,6 +55,7 @@ def test_append_creates_and_extends(store: BlobStore) -> None:
         assert size == 9
         size = await store.append("uploads/a/data", 9, _chunks(b"ld"))
         assert size == 11
+        await store.seal("uploads/a/data")
         assert await store.stat("uploads/a/data") == 11
         assert await _read_all(store, "uploads/a/data") == b"hello world"
 
@@ -63,6 +70,7 @@ def test_append_streams_large_bodies_and_observes_every_byte(store: BlobStore) -
         parts = [payload[i : i + 65536] for i in range(0, len(payload), 65536)]
         size = await store.append("uploads/big/data", 0, _chunks(*parts), seen.update)
         assert size == len(payload)
+        await store.seal("uploads/big/data")
         assert await _read_all(store, "uploads/big/data") == payload
 
     run(main)
@@ -75,6 +83,7 @@ def test_append_past_the_end_is_refused(store: BlobStore) -> None:
         with pytest.raises(InvalidOffsetError) as caught:
             await store.append("uploads/b/data", 5, _chunks(b"zz"))
         assert (caught.value.expected, caught.value.actual) == (5, 3)
+        await store.seal("uploads/b/data")
         assert await _read_all(store, "uploads/b/data") == b"abc"
 
     run(main)
@@ -87,6 +96,7 @@ def test_append_at_an_earlier_offset_drops_what_followed(store: BlobStore) -> No
         await store.append("uploads/c/data", 0, _chunks(b"abcdef"))
         size = await store.append("uploads/c/data", 3, _chunks(b"XY"))
         assert size == 5
+        await store.seal("uploads/c/data")
         assert await _read_all(store, "uploads/c/data") == b"abcXY"
 
     run(main)
@@ -95,6 +105,7 @@ def test_append_at_an_earlier_offset_drops_what_followed(store: BlobStore) -> No
 def test_read_with_offset_and_length(store: BlobStore) -> None:
     async def main() -> None:
         await store.append("blobs/k/data", 0, _chunks(bytes(range(256)) * 10))
+        await store.seal("blobs/k/data")
         assert await _read_all(store, "blobs/k/data", 10, 5) == bytes(range(10, 15))
         assert await _read_all(store, "blobs/k/data", 2555) == bytes([251, 252, 253, 254, 255])
         assert await _read_all(store, "blobs/k/data", 2560) == b""
@@ -106,6 +117,7 @@ def test_move_replaces_atomically_and_removes_the_source(store: BlobStore) -> No
     async def main() -> None:
         await store.append("uploads/m/data", 0, _chunks(b"new"))
         await store.append("blobs/m/data", 0, _chunks(b"old content"))
+        await store.seal("blobs/m/data")
         await store.move("uploads/m/data", "blobs/m/data")
         assert await _read_all(store, "blobs/m/data") == b"new"
         assert await store.stat("uploads/m/data") is None
@@ -115,9 +127,12 @@ def test_move_replaces_atomically_and_removes_the_source(store: BlobStore) -> No
 
 def test_delete_a_key_a_prefix_and_nothing(store: BlobStore) -> None:
     async def main() -> None:
-        await store.append("uploads/d/data", 0, _chunks(b"1"))
-        await store.append("uploads/d/extra", 0, _chunks(b"2"))
+        for key, data in (("uploads/d/data", b"1"), ("uploads/d/extra", b"2")):
+            await store.append(key, 0, _chunks(data))
+            await store.seal(key)
+        await store.append("uploads/d/open", 0, _chunks(b"never sealed"))
         await store.append("blobs/keep/data", 0, _chunks(b"3"))
+        await store.seal("blobs/keep/data")
         await store.delete("uploads/d")
         await store.delete("uploads/never")
         assert await store.list("uploads") == []
@@ -132,6 +147,7 @@ def test_list_is_sorted_and_scoped_to_the_prefix(store: BlobStore) -> None:
     async def main() -> None:
         for key in ("blobs/sha256/bb/b/data", "blobs/sha256/aa/a/data", "uploads/u/data"):
             await store.append(key, 0, _chunks(b"x"))
+            await store.seal(key)
         assert await store.list("blobs") == ["blobs/sha256/aa/a/data", "blobs/sha256/bb/b/data"]
 
     run(main)

@@ -47,7 +47,11 @@ class BlobStore(Protocol):
     ) -> int:
         """Append to the object at `offset` (bytes past it, from a broken earlier attempt,
         are dropped); `observe` sees every byte written, off the event loop. Returns the
-        new size. InvalidOffsetError when the object is shorter than `offset`."""
+        new size. InvalidOffsetError when the object is shorter than `offset`. What is
+        appended becomes readable after seal()."""
+
+    async def seal(self, key: str) -> None:
+        """Finish appending to `key`: only then is it sure to stat and read like any object."""
 
     async def move(self, source: str, destination: str) -> None:
         """Make `source` appear at `destination` atomically, replacing what is there."""

@@ -114,6 +114,9 @@ class FilesystemBlobStore:
             await to_thread.run_sync(os.close, fd)
         return size
 
+    async def seal(self, key: str) -> None:
+        """Appended bytes are in the file already."""
+
     async def move(self, source: str, destination: str) -> None:
         src, dst = self._path(source), self._path(destination)
 
