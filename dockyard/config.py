@@ -6,7 +6,7 @@ import re
 import uuid
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -23,6 +23,31 @@ REGION_NAMESPACE = uuid.UUID("6f1c1f55-2f0e-4e59-9d8e-3c0b1e0d5a10")
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 
 
+class StorageSettings(BaseModel):
+    """Where a region keeps its blobs: a directory, or a bucket of any S3-compatible store."""
+
+    type: Literal["filesystem", "s3"] = "filesystem"
+    path: Path | None = None  # filesystem: default <data_dir>/storage/<region slug>
+    fsync: bool = True
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    path_style: bool = False
+    part_size_mib: int = Field(default=16, ge=5, le=5 * 1024)
+    redirect: bool = False  # serve pulls by redirecting to a presigned URL
+    redirect_seconds: int = Field(default=600, ge=30, le=7 * 24 * 3600)
+    max_attempts: int = Field(default=10, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StorageSettings:
+        if self.type == "s3" and not self.bucket:
+            raise ValueError("S3 storage needs a bucket")
+        return self
+
+
 class Region(BaseModel):
     """A place that serves one managed registry per project."""
 
@@ -31,6 +56,7 @@ class Region(BaseModel):
     id: uuid.UUID | None = None
     hostname: str | None = None
     status: str = "available"
+    storage: StorageSettings | None = None  # default: the top-level storage setting
 
     @field_validator("slug")
     @classmethod
@@ -85,7 +111,7 @@ class Settings(BaseSettings):
     robot_check_seconds: float = Field(default=30.0, ge=0, le=60)
     max_manifest_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_page_size: int = Field(default=1000, ge=1)
-    storage_fsync: bool = True
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -129,6 +155,22 @@ class Settings(BaseSettings):
         if self.database_url:
             return normalize_database_url(self.database_url)
         return f"sqlite:///{(self.data_dir / 'dockyard.db').resolve()}"
+
+    @property
+    def shared_database(self) -> bool:
+        """Several processes may serve from this database: keys must then be settings."""
+        return not self.resolved_database_url.startswith("sqlite")
+
+    def missing_replica_settings(self) -> list[str]:
+        """What replicas sharing a database must be given rather than generate each."""
+        if not self.shared_database:
+            return []
+        missing = []
+        if self.encryption_key is None:
+            missing.append("DOCKYARD_ENCRYPTION_KEY")
+        if self.token_signing_key is None:
+            missing.append("DOCKYARD_TOKEN_SIGNING_KEY")
+        return missing
 
     @property
     def listen_address(self) -> str:

@@ -16,7 +16,7 @@ from dockyard.registry.context import RegistryContext, RobotStanding, UploadHash
 from dockyard.registry.tokens import TokenService, load_or_create_signing_key
 from dockyard.security import Cipher, SecretHasher, load_or_create_key
 from dockyard.storage import BlobStore
-from dockyard.storage.filesystem import FilesystemBlobStore
+from dockyard.storage.factory import build_store
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,16 @@ def _secret(value: object) -> str | None:
 
 
 def build_stores(settings: Settings) -> dict[uuid.UUID, BlobStore]:
-    return {
-        region.region_id: FilesystemBlobStore(
-            settings.data_dir / "storage" / region.slug, fsync=settings.storage_fsync
+    """One store per region; regions sharing the top-level setting get a folder each."""
+    stores: dict[uuid.UUID, BlobStore] = {}
+    for region in settings.effective_regions:
+        own = region.storage is not None
+        stores[region.region_id] = build_store(
+            region.storage or settings.storage,
+            settings.data_dir / "storage" / region.slug,
+            "" if own else region.slug,
         )
-        for region in settings.effective_regions
-    }
+    return stores
 
 
 def build_services(settings: Settings, db: Database | None = None) -> Services:

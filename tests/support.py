@@ -13,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dockyard.registry.tokens import generate_key_pem
+from dockyard.security import generate_key_text
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -78,6 +81,12 @@ def start_server(tmp_path: Path, database_url: str, **settings: str) -> Server:
         DOCKYARD_DATABASE_URL=database_url,
         COLUMNS="200",
     )
+    if not database_url.startswith("sqlite"):
+        # A shared database means replicas: serve wants the keys as settings.
+        env.update(
+            DOCKYARD_ENCRYPTION_KEY=generate_key_text(),
+            DOCKYARD_TOKEN_SIGNING_KEY=generate_key_pem().decode(),
+        )
     env.update({f"DOCKYARD_{key.upper()}": value for key, value in settings.items()})
     srv = Server(f"http://127.0.0.1:{port}", port, tmp_path / "data", env, tmp_path / "serve.log")
     srv.start()

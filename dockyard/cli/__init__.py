@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dockyard.cli import admin, registries, serve
+from dockyard.cli import admin, keys, registries, serve
 
 app = typer.Typer(
     name="dockyard",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold tokens and passwords
 )
 app.command("serve")(serve.serve)
+app.command("keys")(keys.keys)
 app.add_typer(admin.projects_app, name="projects")
 app.add_typer(admin.tokens_app, name="tokens")
 app.add_typer(registries.app, name="registries")

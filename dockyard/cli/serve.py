@@ -19,6 +19,7 @@ from dockyard.domain.projects import NewProject, create_first_project
 
 TOKEN_FILE = "first-project-token"  # noqa: S105 (a file name)
 out = Console()
+err = Console(stderr=True)
 
 
 def _save_token(data_dir: Path, token: str) -> Path:
@@ -59,6 +60,16 @@ def serve(
 ) -> None:
     """Start Dockyard: the /v1 API (and the registry) on one port."""
     settings = settings_from(config, data_dir=data_dir, host=host, port=port)
+    missing = settings.missing_replica_settings()
+    if missing:
+        # Keys generated per process would differ between replicas: tokens issued by one
+        # would fail on the next, stored passwords would not decrypt.
+        err.print(
+            f"[red]With a shared database ({settings.resolved_database_url.split(':')[0]}) "
+            f"every replica needs the same keys: set {' and '.join(missing)}.[/red]\n"
+            "Generate them with `dockyard keys`."
+        )
+        raise typer.Exit(2)
     db = open_database(settings)
     services = build_services(settings, db)
     first = create_first_project(db, "Default")

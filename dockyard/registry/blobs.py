@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from dockyard.registry.access import DELETE, PULL
 from dockyard.registry.errors import RegistryError
 from dockyard.registry.grammar import parse_digest
 from dockyard.registry.request import repo_request
 from dockyard.storage.paths import blob_key
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _check_range(request: Request, size: int) -> None:
+    """A single byte range past the end is 416 with the OCI error body; every other Range
+    is answered (or ignored, as HTTP allows) by the response itself."""
+    match = _RANGE.match(request.headers.get("range", "").strip())
+    if match is None or "if-range" in request.headers:
+        return
+    first, last = match.groups()
+    if first:
+        unsatisfiable = int(first) >= size
+    elif last:
+        unsatisfiable = int(last) == 0 or size == 0
+    else:
+        return
+    if unsatisfiable:
+        raise RegistryError(
+            "RANGE_INVALID",
+            f"the blob has {size} bytes; the requested range is outside it",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
 
 
 async def get_blob(request: Request) -> Response:
@@ -30,6 +55,11 @@ async def get_blob(request: Request) -> Response:
         "ETag": f'"{digest}"',
         "Cache-Control": "max-age=31536000",  # content-addressed: it never changes
     }
+    if request.method == "GET":
+        url = await store.redirect_url(key)
+        if url is not None:  # the bytes go straight from the object store to the client
+            return RedirectResponse(url, status_code=307, headers=headers)
+    _check_range(request, size)
     path = store.local_path(key)
     if path is not None:
         # FileResponse answers Range and If-Range itself, and lets the server send the

@@ -38,6 +38,9 @@ class BlobStore(Protocol):
     def local_path(self, key: str) -> Path | None:
         """A file the server may send directly (sendfile/pathsend), when the store has one."""
 
+    async def redirect_url(self, key: str) -> str | None:
+        """A URL the client may fetch the object from itself, when the store offers one."""
+
     async def append(
         self,
         key: str,

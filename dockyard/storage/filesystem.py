@@ -37,6 +37,9 @@ class FilesystemBlobStore:
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
+    async def redirect_url(self, key: str) -> str | None:
+        return None
+
     async def read(
         self, key: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
