@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
@@ -51,13 +51,53 @@ class UploadService:
                 raise RegistryError("BLOB_UPLOAD_UNKNOWN")
             return _state(row)
 
-    def advance(self, upload: UploadState, new_size: int) -> bool:
-        """Record the new size, only if no one else moved the upload meanwhile."""
+    def claim(self, upload: UploadState, holder: str, seconds: float) -> bool:
+        """Become the one writer of the upload at its current size, for `seconds`.
+
+        False when another writer holds it or the upload moved on: across replicas, two
+        chunks must never be written to storage at the same time.
+        """
+        now = utcnow()
         with self.db.write() as session:
             result = session.execute(
                 update(Upload)
-                .where(Upload.id == upload.id, Upload.size == upload.size)
-                .values(size=new_size, updated_at=utcnow())
+                .where(
+                    Upload.id == upload.id,
+                    Upload.size == upload.size,
+                    (Upload.claimed_until.is_(None)) | (Upload.claimed_until < now),
+                )
+                .values(claimed_by=holder, claimed_until=now + timedelta(seconds=seconds))
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def renew(self, upload: UploadState, holder: str, seconds: float) -> bool:
+        with self.db.write() as session:
+            result = session.execute(
+                update(Upload)
+                .where(Upload.id == upload.id, Upload.claimed_by == holder)
+                .values(claimed_until=utcnow() + timedelta(seconds=seconds))
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def release(self, upload: UploadState, holder: str) -> None:
+        with self.db.write() as session:
+            session.execute(
+                update(Upload)
+                .where(Upload.id == upload.id, Upload.claimed_by == holder)
+                .values(claimed_by=None, claimed_until=None)
+            )
+
+    def advance(self, upload: UploadState, new_size: int, holder: str) -> bool:
+        """Record the new size and let go of the claim, if the claim is still ours."""
+        with self.db.write() as session:
+            result = session.execute(
+                update(Upload)
+                .where(
+                    Upload.id == upload.id,
+                    Upload.size == upload.size,
+                    Upload.claimed_by == holder,
+                )
+                .values(size=new_size, updated_at=utcnow(), claimed_by=None, claimed_until=None)
             )
             return bool(getattr(result, "rowcount", 0))
 

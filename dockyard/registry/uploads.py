@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
+import time
 from collections.abc import AsyncIterator
 
 from anyio import to_thread
@@ -21,6 +23,8 @@ from dockyard.registry.request import RepoRequest, content_length, repo_request
 from dockyard.storage import InvalidOffsetError
 from dockyard.storage.paths import blob_key, upload_key, upload_prefix
 
+# A writer that dies keeps others out of its upload this long at most; a living one renews.
+CLAIM_SECONDS = 60.0
 _CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 
@@ -47,10 +51,18 @@ def _range_error(req: RepoRequest, upload: UploadState, message: str) -> Registr
     )
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
+async def _claimed_body(
+    req: RepoRequest, request: Request, upload: UploadState, holder: str
+) -> AsyncIterator[bytes]:
+    """The request body, renewing the writer's claim while a long chunk streams in."""
+    renewed = time.monotonic()
     async for chunk in request.stream():
-        if chunk:
-            yield chunk
+        if not chunk:
+            continue
+        if time.monotonic() - renewed > CLAIM_SECONDS / 3:
+            await run_in_threadpool(req.context.uploads.renew, upload, holder, CLAIM_SECONDS)
+            renewed = time.monotonic()
+        yield chunk
 
 
 async def _append(req: RepoRequest, request: Request, upload: UploadState) -> UploadState:
@@ -69,25 +81,33 @@ async def _append(req: RepoRequest, request: Request, upload: UploadState) -> Up
         if expected is not None and expected != end - start + 1:
             raise _range_error(req, upload, "Content-Range and Content-Length disagree")
     context = req.context
+    holder = secrets.token_hex(8)
+    if not await run_in_threadpool(context.uploads.claim, upload, holder, CLAIM_SECONDS):
+        raise _range_error(req, upload, "another chunk of this upload is being written")
     hasher = context.hashers.take(upload.id, upload.size)
     try:
         size = await context.store(req.region).append(
             upload_key(upload.id),
             upload.size,
-            _body(request),
+            _claimed_body(req, request, upload, holder),
             hasher.update if hasher is not None else None,
         )
     except InvalidOffsetError:
         # The stored bytes are fewer than the database says: an earlier write was lost.
+        await run_in_threadpool(context.uploads.release, upload, holder)
         raise _range_error(
             req, upload, "the upload's stored data is shorter than its offset"
         ) from None
+    except BaseException:
+        await run_in_threadpool(context.uploads.release, upload, holder)
+        raise
     written = size - upload.size
     if expected is not None and written != expected:
+        await run_in_threadpool(context.uploads.release, upload, holder)
         raise RegistryError(
             "SIZE_INVALID", f"received {written} bytes, Content-Length said {expected}"
         )
-    if not await run_in_threadpool(context.uploads.advance, upload, size):
+    if not await run_in_threadpool(context.uploads.advance, upload, size, holder):
         raise _range_error(req, upload, "another chunk of this upload arrived at the same time")
     if hasher is not None:
         context.hashers.keep(upload.id, size, hasher)
@@ -107,6 +127,7 @@ async def _stored_digest(req: RepoRequest, upload: UploadState, algorithm: str) 
 
 async def _finish(req: RepoRequest, repo: RepoRef, upload: UploadState, digest: str) -> Response:
     context, store = req.context, req.context.store(req.region)
+    await store.seal(upload_key(upload.id))
     actual = await _stored_digest(req, upload, digest.partition(":")[0])
     if not hmac.compare_digest(actual, digest):
         await _cancel(req, upload)
@@ -155,19 +176,25 @@ async def _try_mount(req: RepoRequest, repo: RepoRef, digest: str, source: str) 
 
 async def start_upload(request: Request) -> Response:
     req = await repo_request(request, PULL, PUSH)
-    repo = await req.repository_for_push()
     query = request.query_params
+    # Refuse a malformed ?digest= before anything is created.
+    single = parse_digest(query["digest"]) if "digest" in query else None
+    repo = await req.repository_for_push()
     mount = query.get("mount")
     if mount:
-        digest = parse_digest(mount)
-        if await _try_mount(req, repo, digest, query.get("from", "")):
-            return _blob_created(req, digest)
+        # A mount that cannot be done, malformed digest included, falls back to an upload.
+        try:
+            digest = parse_digest(mount)
+        except RegistryError:
+            pass
+        else:
+            if await _try_mount(req, repo, digest, query.get("from", "")):
+                return _blob_created(req, digest)
     upload = await run_in_threadpool(req.context.uploads.start, repo)
-    if "digest" in query:  # monolithic: POST ?digest= with the whole blob
-        digest = parse_digest(query["digest"])
+    if single is not None:  # monolithic: POST ?digest= with the whole blob
         async with req.context.hashers.lock(upload.id):
             upload = await _append(req, request, upload)
-            return await _finish(req, repo, upload, digest)
+            return await _finish(req, repo, upload, single)
     return Response(status_code=202, headers=_upload_headers(req, str(upload.id), 0))
 
 
@@ -201,7 +228,7 @@ async def finish_upload(request: Request) -> Response:
         has_body = content_length(request) or "chunked" in request.headers.get(
             "transfer-encoding", ""
         )
-        if has_body:
+        if has_body or upload.size == 0:  # an empty blob must exist in storage too
             upload = await _append(req, request, upload)
         return await _finish(req, repo, upload, digest)
 
