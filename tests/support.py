@@ -74,6 +74,7 @@ class Server:
 
 def start_server(tmp_path: Path, database_url: str, **settings: str) -> Server:
     """`dockyard serve` on a free port, with DOCKYARD_<KEY> for each extra setting."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
     env.update(
