@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -13,11 +17,40 @@ from dockyard import __version__
 from dockyard.api import regions, registries
 from dockyard.api.errors import error_response, install_error_handlers
 from dockyard.config import Settings
+from dockyard.domain.gc import GarbageCollector, GcBusyError
 from dockyard.registry.app import create_registry_app
 from dockyard.registry.token_endpoint import token_endpoint
 from dockyard.services import Services, build_services
 
 __all__ = ["Services", "build_services", "create_app"]
+log = logging.getLogger("dockyard.gc")
+
+
+async def collect_periodically(services: Services) -> None:
+    """Garbage collection inside `serve`; the lock makes one replica do it per round."""
+    settings = services.settings
+    collector = GarbageCollector(
+        services.db,
+        services.registry.stores,
+        grace=timedelta(seconds=settings.gc_grace_seconds),
+        upload_ttl=timedelta(seconds=settings.upload_ttl_seconds),
+    )
+    while True:
+        await asyncio.sleep(settings.gc_interval_seconds)
+        try:
+            report = await to_thread.run_sync(collector.run)
+        except GcBusyError:
+            continue
+        except Exception:
+            log.exception("garbage collection failed; trying again next round")
+            continue
+        log.info(
+            "garbage collection freed %d blobs (%d bytes), %d links, %d uploads",
+            report.blobs,
+            report.bytes,
+            report.links,
+            report.uploads,
+        )
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -25,7 +58,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        collecting = None
+        if settings.gc_interval_seconds > 0:
+            collecting = asyncio.create_task(collect_periodically(services))
         yield
+        if collecting is not None:
+            collecting.cancel()
         services.db.dispose()
 
     app = FastAPI(

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=1000, ge=1)
     storage: StorageSettings = Field(default_factory=StorageSettings)
 
+    # Garbage collection.
+    gc_grace_seconds: float = Field(default=3600, ge=0)
+    upload_ttl_seconds: float = Field(default=24 * 3600, ge=60)
+    gc_interval_seconds: float = Field(default=0, ge=0)  # 0: only `dockyard gc`
+
     @classmethod
     def settings_customise_sources(
         cls,

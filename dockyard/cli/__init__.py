@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dockyard.cli import admin, keys, registries, serve
+from dockyard.cli import admin, gc, keys, registries, serve
 
 app = typer.Typer(
     name="dockyard",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("keys")(keys.keys)
+app.command("gc")(gc.gc)
 app.add_typer(admin.projects_app, name="projects")
 app.add_typer(admin.tokens_app, name="tokens")
 app.add_typer(registries.app, name="registries")

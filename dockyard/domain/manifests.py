@@ -66,15 +66,18 @@ class ManifestService:
                     .where(
                         RepositoryBlob.repository_id == repo.id, RepositoryBlob.digest.in_(chunk)
                     )
+                    # Held until the manifest is stored: garbage collection takes these rows
+                    # FOR UPDATE before it deletes them, so it waits and then sees the manifest.
+                    .with_for_update(read=True, of=RepositoryBlob)
                 )
             )
         child_digests = sorted({d.digest for d in parsed.manifests})
         for chunk in _chunks(child_digests):
             present.update(
                 session.scalars(
-                    select(Manifest.digest).where(
-                        Manifest.repository_id == repo.id, Manifest.digest.in_(chunk)
-                    )
+                    select(Manifest.digest)
+                    .where(Manifest.repository_id == repo.id, Manifest.digest.in_(chunk))
+                    .with_for_update(read=True)
                 )
             )
         missing = [d for d in [*blob_digests, *child_digests] if d not in present]

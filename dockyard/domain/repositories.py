@@ -74,22 +74,32 @@ class RepositoryService:
                 )
             )
 
-    def stored_blob_size(self, region_id: uuid.UUID, digest: str) -> int | None:
-        with self.db.read() as session:
-            return session.scalar(
-                select(Blob.size).where(Blob.region_id == region_id, Blob.digest == digest)
+    def reserve_blob(self, region_id: uuid.UUID, digest: str, size: int) -> None:
+        """Before a finished upload is moved into place: make the blob's row fresh.
+
+        Garbage collection locks a blob's row and re-checks its age before deleting the
+        object, so a blob being stored now is never collected underneath its upload.
+        """
+        with self.db.write() as session:
+            row = session.get(Blob, (region_id, digest), with_for_update=True)
+            if row is None:
+                session.add(Blob(region_id=region_id, digest=digest, size=size))
+            else:
+                row.created_at = utcnow()
+
+    def link_blob(self, repo: RepoRef, digest: str) -> bool:
+        """Make a stored blob readable through `repo`; False when the region lacks it."""
+        with self.db.write() as session:
+            # FOR SHARE: a collection deciding about this blob waits for the link to exist.
+            blob = session.scalar(
+                select(Blob.digest)
+                .where(Blob.region_id == repo.region_id, Blob.digest == digest)
+                .with_for_update(read=True)
             )
-
-    def record_blob(self, repo: RepoRef, digest: str, size: int) -> None:
-        """The blob is in storage: make it known in the region and readable through `repo`."""
-        with self.db.write() as session:
-            if session.get(Blob, (repo.region_id, digest)) is None:
-                session.add(Blob(region_id=repo.region_id, digest=digest, size=size))
+            if blob is None:
+                return False
             self._link(session, repo, digest)
-
-    def link_blob(self, repo: RepoRef, digest: str) -> None:
-        with self.db.write() as session:
-            self._link(session, repo, digest)
+            return True
 
     @staticmethod
     def _link(session: Session, repo: RepoRef, digest: str) -> None:

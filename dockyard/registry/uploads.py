@@ -136,14 +136,16 @@ async def _finish(req: RepoRequest, repo: RepoRef, upload: UploadState, digest: 
             "the uploaded content does not match the digest",
             detail={"expected": digest, "actual": actual},
         )
-    known = await run_in_threadpool(context.repositories.stored_blob_size, repo.region_id, digest)
-    if known is None:
+    # Row first, object second, link last: collection never deletes a fresh row's object,
+    # and nobody reads a blob before its link exists.
+    await run_in_threadpool(context.repositories.reserve_blob, repo.region_id, digest, upload.size)
+    if await store.stat(blob_key(digest)) is None:
         await store.move(upload_key(upload.id), blob_key(digest))
-        await store.delete(upload_prefix(upload.id))
-    else:
-        await store.delete(upload_prefix(upload.id))
-    await run_in_threadpool(context.repositories.record_blob, repo, digest, upload.size)
+    await store.delete(upload_prefix(upload.id))
+    linked = await run_in_threadpool(context.repositories.link_blob, repo, digest)
     await run_in_threadpool(context.uploads.forget, upload.id)
+    if not linked:  # collected between reservation and link: only with a zero grace period
+        raise RegistryError("UNAVAILABLE", "the blob was collected meanwhile; upload it again")
     return _blob_created(req, digest)
 
 
@@ -170,8 +172,7 @@ async def _try_mount(req: RepoRequest, repo: RepoRef, digest: str, source: str) 
         return False
     if await run_in_threadpool(context.repositories.blob_size, source_repo, digest) is None:
         return False
-    await run_in_threadpool(context.repositories.link_blob, repo, digest)
-    return True
+    return bool(await run_in_threadpool(context.repositories.link_blob, repo, digest))
 
 
 async def start_upload(request: Request) -> Response:
