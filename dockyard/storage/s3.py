@@ -53,7 +53,7 @@ class S3BlobStore:
         bucket: str,
         prefix: str = "",
         *,
-        part_size: int = 16 * 1024 * 1024,
+        part_size: int = 8 * 1024 * 1024,
         redirect_seconds: int | None = None,
     ) -> None:
         if part_size < MIN_PART:
