@@ -198,12 +198,10 @@ class OCIClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         response = self.http.request(method, self.url(path), headers=headers, **kwargs)
-        if response.status_code != 401 or self.username is None:
+        if response.status_code != 401 or self.username is None or streamed:
             return response
         challenge = parse_challenge(response.headers["www-authenticate"])
         wanted = challenge.get("scope")
-        if streamed:
-            return response
         fresh = self.token_response(
             [wanted] if wanted else [], realm=challenge["realm"], service=challenge["service"]
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,12 @@ FOREIGN_LAYERS = (
     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 )
 MAX_REFERENCES = 10_000
+# RFC 6838, as the image spec requires of media and artifact types; this also keeps them
+# within the 255 characters (and free of the NUL bytes) the database can hold.
+MEDIA_TYPE_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+)
+MAX_DIGEST = 150  # the width of the database's digest columns
 
 
 def _invalid(message: str) -> RegistryError:
@@ -62,7 +69,7 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise _invalid(f"{where}.mediaType must be a non-empty string")
-    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+    if not isinstance(digest, str) or not DIGEST_RE.match(digest) or len(digest) > MAX_DIGEST:
         raise _invalid(f"{where}.digest must be a digest such as sha256:<hex>")
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise _invalid(f"{where}.size must be a non-negative integer")
@@ -90,6 +97,8 @@ def _media_type(document: dict[str, Any], content_type: str | None) -> str:
             f"the manifest's mediaType {declared} differs from its Content-Type {header}"
         )
     media_type = declared or header
+    if media_type and not MEDIA_TYPE_RE.match(media_type):
+        raise _invalid(f"mediaType {media_type[:300]!r} is not a media type (RFC 6838)")
     if media_type:
         return media_type
     return OCI_INDEX if "manifests" in document else OCI_MANIFEST
@@ -140,6 +149,11 @@ def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
         layers = _descriptors(document, "layers", required=required)
         blobs.extend(layer for layer in layers if layer.media_type not in FOREIGN_LAYERS)
 
+    if artifact_type is not None and not MEDIA_TYPE_RE.match(artifact_type):
+        raise _invalid(
+            f"artifactType (or the config's mediaType that stands for it) "
+            f"{artifact_type[:300]!r} is not a media type (RFC 6838)"
+        )
     subject = None
     if document.get("subject") is not None:
         subject = _descriptor(document["subject"], "subject")

@@ -8,7 +8,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from dockyard.domain.manifest_format import MEDIA_TYPE_RE
 from dockyard.domain.manifests import referrers_index
+from dockyard.domain.repositories import RepoRef
 from dockyard.registry.access import PULL, authenticate, challenge
 from dockyard.registry.context import get_context
 from dockyard.registry.errors import RegistryError
@@ -20,7 +22,9 @@ CATALOG_SCOPE = "registry:catalog:*"
 
 def _page(request: Request, max_page: int) -> tuple[int, str | None]:
     n = request.query_params.get("n")
-    last = request.query_params.get("last") or None
+    # Names and tags never hold NUL (which PostgreSQL cannot compare): for them, being
+    # after "a<NUL>..." is exactly being after "a".
+    last = request.query_params.get("last", "").partition("\x00")[0] or None
     if n is None or n == "":
         return max_page, last
     if not n.isdigit():
@@ -67,8 +71,11 @@ async def list_referrers(request: Request) -> Response:
     digest = parse_digest(request.path_params["digest"])
     artifact_type = request.query_params.get("artifactType") or None
     try:
-        repo = await req.repository()
+        repo: RepoRef | None = await req.repository()
     except RegistryError:
+        repo = None
+    # Every stored artifact type is a media type (and PostgreSQL cannot compare NUL).
+    if repo is None or (artifact_type and not MEDIA_TYPE_RE.match(artifact_type)):
         descriptors = []
     else:
         descriptors = await run_in_threadpool(

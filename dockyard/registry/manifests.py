@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 
@@ -49,6 +50,8 @@ async def put_manifest(request: Request) -> Response:
                 "the manifest's content does not match the digest in the URL",
                 detail={"expected": reference, "actual": digest},
             )
+        # Kept, and answered, under the digest the client chose (sha512 included).
+        parsed = dataclasses.replace(parsed, digest=digest)
     repo = await req.repository_for_push()
     await run_in_threadpool(req.context.manifests.put, repo, reference, parsed, content)
     headers = {

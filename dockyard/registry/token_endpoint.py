@@ -104,6 +104,8 @@ async def _robot_for(
         credentials = _basic(request)
     if credentials is None:
         raise _refused("credentials are required: log in with a robot account")
+    if "\x00" in credentials[0]:  # no robot is named so, and PostgreSQL cannot compare it
+        raise _refused("incorrect username or password")
     robot = await run_in_threadpool(context.robots.authenticate, *credentials)
     if robot is None or robot.region_id != region.region_id:
         raise _refused("incorrect username or password")
