@@ -249,7 +249,18 @@ def main() -> None:
             """A new project per run: nothing pushed before can be mounted or skipped."""
             created = json.loads(
                 subprocess.run(
-                    [sys.executable, "-m", "dockyard", "projects", "create", "bench", "--json"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "dockyard",
+                        "projects",
+                        "create",
+                        "bench",
+                        "--json",
+                        # The first replica's own data dir: on SQLite that is its database.
+                        "--data-dir",
+                        str(work / "replica-0"),
+                    ],
                     env=env,
                     capture_output=True,
                     check=True,
