@@ -7,6 +7,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -217,3 +220,64 @@ def test_pulls_can_redirect_to_the_object_store(
         assert (head.status_code, head.headers["Content-Length"]) == (200, str(len(blob)))
     finally:
         server.stop()
+
+
+def test_serve_refuses_a_shared_database_without_shared_keys(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
+    env.update(DOCKYARD_DATA_DIR=str(tmp_path / "data"), DOCKYARD_DATABASE_URL=postgres_url)
+    done = subprocess.run(
+        [sys.executable, "-m", "dockyard", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "DOCKYARD_ENCRYPTION_KEY" in done.stderr
+    assert "DOCKYARD_TOKEN_SIGNING_KEY" in done.stderr
+    assert not (tmp_path / "data" / "encryption.key").exists()
+
+
+def test_two_replicas_never_write_one_upload_at_once(pair: Pair) -> None:
+    """Two chunks for the same offset, one through each replica: one wins, one gets 416."""
+    repo = f"{pair.project}/app"
+    headers = {"Authorization": f"Bearer {_token(pair.a, pair, repo)}"}
+    location = httpx.post(f"{pair.a.url}/v2/{repo}/blobs/uploads/", headers=headers).headers[
+        "Location"
+    ]
+    first, second = os.urandom(8 * 1024 * 1024), os.urandom(8 * 1024 * 1024)
+
+    def slow(data: bytes) -> Iterator[bytes]:
+        for start in range(0, len(data), 1024 * 1024):
+            time.sleep(0.05)  # keeps both requests writing at the same time
+            yield data[start : start + 1024 * 1024]
+
+    answers: dict[str, httpx.Response] = {}
+
+    def send(name: str, server: Server, data: bytes) -> None:
+        answers[name] = httpx.patch(
+            server.url + location,
+            content=slow(data),
+            headers={**headers, "Content-Type": "application/octet-stream"},
+            timeout=60,
+        )
+
+    threads = [
+        threading.Thread(target=send, args=("a", pair.a, first)),
+        threading.Thread(target=send, args=("b", pair.b, second)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(answer.status_code for answer in answers.values())
+    assert statuses == [202, 416], {k: v.text for k, v in answers.items()}
+    winner = first if answers["a"].status_code == 202 else second
+    digest = "sha256:" + hashlib.sha256(winner).hexdigest()
+    closed = httpx.put(f"{pair.b.url}{location}?digest={digest}", headers=headers, timeout=60)
+    assert closed.status_code == 201, closed.text
+    fetched = httpx.get(f"{pair.a.url}/v2/{repo}/blobs/{digest}", headers=headers, timeout=60)
+    assert fetched.content == winner
