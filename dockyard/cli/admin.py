@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +19,7 @@ from dockyard.cli.options import (
     open_database,
     settings_from,
 )
+from dockyard.db import Database
 from dockyard.domain import projects
 from dockyard.domain.errors import DomainError
 
@@ -25,10 +29,18 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _fail(exc: DomainError) -> typer.Exit:
-    for message in exc.messages:
-        err.print(f"[red]{message}[/red]")
-    return typer.Exit(1)
+@contextmanager
+def _database(config: Path | None, data_dir: Path | None) -> Iterator[Database]:
+    """The data dir's database for one command; a refusal is printed, not raised."""
+    db = open_database(settings_from(config, data_dir=data_dir))
+    try:
+        yield db
+    except DomainError as exc:
+        for message in exc.messages:
+            err.print(f"[red]{message}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
 
 
 @projects_app.command("create")
@@ -39,13 +51,8 @@ def create_project(
     as_json: JsonOption = False,
 ) -> None:
     """Create a project and print its first API token (shown only this once)."""
-    db = open_database(settings_from(config, data_dir=data_dir))
-    try:
+    with _database(config, data_dir) as db:
         created = projects.create_project(db, name)
-    except DomainError as exc:
-        raise _fail(exc) from None
-    finally:
-        db.dispose()
     if as_json:
         print(
             json.dumps(
@@ -63,11 +70,8 @@ def list_projects(
     data_dir: DataDirOption = None, config: ConfigOption = None, as_json: JsonOption = False
 ) -> None:
     """List every project."""
-    db = open_database(settings_from(config, data_dir=data_dir))
-    try:
+    with _database(config, data_dir) as db:
         rows = projects.list_projects(db)
-    finally:
-        db.dispose()
     if as_json:
         print(
             json.dumps(
@@ -94,13 +98,8 @@ def create_token(
     as_json: JsonOption = False,
 ) -> None:
     """Create another API token for a project (shown only this once)."""
-    db = open_database(settings_from(config, data_dir=data_dir))
-    try:
+    with _database(config, data_dir) as db:
         info, token = projects.create_token(db, project)
-    except DomainError as exc:
-        raise _fail(exc) from None
-    finally:
-        db.dispose()
     if as_json:
         print(
             json.dumps({"id": str(info.id), "project_id": str(info.project_id), "api_token": token})
@@ -118,13 +117,8 @@ def list_tokens(
     as_json: JsonOption = False,
 ) -> None:
     """List a project's API tokens (ids and last characters, never the tokens)."""
-    db = open_database(settings_from(config, data_dir=data_dir))
-    try:
+    with _database(config, data_dir) as db:
         infos = projects.list_tokens(db, project)
-    except DomainError as exc:
-        raise _fail(exc) from None
-    finally:
-        db.dispose()
     rows = [
         {
             "id": str(i.id),
@@ -150,11 +144,6 @@ def revoke_token(
     config: ConfigOption = None,
 ) -> None:
     """Revoke an API token at once."""
-    db = open_database(settings_from(config, data_dir=data_dir))
-    try:
+    with _database(config, data_dir) as db:
         info = projects.revoke_token(db, token)
-    except DomainError as exc:
-        raise _fail(exc) from None
-    finally:
-        db.dispose()
     out.print(f"Revoked API token {info.id} of project {info.project_id}")

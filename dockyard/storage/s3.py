@@ -185,16 +185,7 @@ class S3BlobStore:
         pending = 0
 
         async def flush_part(data: bytes) -> None:
-            number = len(parts) + 1
-            response = await self._call(
-                "upload_part",
-                Bucket=self.bucket,
-                Key=self._key(key),
-                UploadId=state.upload_id,
-                PartNumber=number,
-                Body=data,
-            )
-            parts.append({"PartNumber": number, "ETag": response["ETag"], "Size": len(data)})
+            parts.append(await self._upload_part(key, state, len(parts) + 1, data))
 
         async for chunk in chunks:
             if not chunk:
@@ -241,6 +232,19 @@ class S3BlobStore:
             return _Checkpoint(offset, current.parts, current.tail_key, offset - full)
         raise InvalidOffsetError(key, offset, current.size)
 
+    async def _upload_part(
+        self, key: str, state: _UploadState, number: int, data: bytes
+    ) -> dict[str, Any]:
+        response = await self._call(
+            "upload_part",
+            Bucket=self.bucket,
+            Key=self._key(key),
+            UploadId=state.upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        return {"PartNumber": number, "ETag": response["ETag"], "Size": len(data)}
+
     async def _complete(self, key: str, state: _UploadState) -> None:
         """Turn the upload into an ordinary object at `key` (the tail becomes the last part)."""
         checkpoint = state.current
@@ -257,16 +261,7 @@ class S3BlobStore:
                 )
         else:
             if tail:
-                number = len(parts) + 1
-                response = await self._call(
-                    "upload_part",
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    UploadId=state.upload_id,
-                    PartNumber=number,
-                    Body=tail,
-                )
-                parts.append({"PartNumber": number, "ETag": response["ETag"], "Size": len(tail)})
+                parts.append(await self._upload_part(key, state, len(parts) + 1, tail))
             await self._call(
                 "complete_multipart_upload",
                 Bucket=self.bucket,
