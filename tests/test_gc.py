@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from datetime import timedelta
 
 import anyio
+import httpx
 import pytest
 
 from dockyard.domain.gc import GarbageCollector, GcBusyError
@@ -188,3 +190,37 @@ def test_pushes_racing_with_collections_leave_every_tagged_image_whole(services,
             fetched = oci.get_blob(repo, sha256(layer))
             assert fetched.status_code == 200, tag
             assert fetched.content == layer
+
+
+def test_serve_collects_periodically_when_asked(make_client, auth, robot):
+    client = make_client(gc_interval_seconds=0.2, gc_grace_seconds=0)
+    with client:  # runs the lifespan, where the periodic collection lives
+        oci = OCIClient(client, robot.username, robot.password)
+        repo = f"{robot.project_id}/app"
+        data = os.urandom(64)
+        assert oci.push_blob(repo, data).status_code == 201
+        for _ in range(100):
+            if oci.head_blob(repo, sha256(data)).status_code == 404:
+                break
+            threading.Event().wait(0.1)
+        assert oci.head_blob(repo, sha256(data)).status_code == 404
+
+
+def test_the_gc_command_reports_and_frees(server):
+    token = (server.data_dir / "first-project-token").read_text().strip()
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+    managed = api.get("/v1/container_registries").json()["container_registries"][0]
+    robot = api.post(f"/v1/container_registries/{managed['id']}/credentials").json()
+    robot = robot["container_registry"]
+    oci = OCIClient(httpx.Client(), robot["username"], robot["password"], host=server.url[7:])
+    project = json.loads(server.cli("projects", "list", "--json"))[0]["id"]
+    repo = f"{project}/app"
+    data = os.urandom(2048)
+    assert oci.push_blob(repo, data).status_code == 201
+
+    dry = server.cli("gc", "--dry-run", extra_env={"DOCKYARD_GC_GRACE_SECONDS": "0"})
+    assert "Would free" in dry
+    assert oci.head_blob(repo, sha256(data)).status_code == 200
+    freed = server.cli("gc", extra_env={"DOCKYARD_GC_GRACE_SECONDS": "0"})
+    assert "Freed" in freed and "2,048" in freed
+    assert oci.head_blob(repo, sha256(data)).status_code == 404
