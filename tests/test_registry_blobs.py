@@ -280,6 +280,15 @@ def test_an_unsatisfiable_range_is_416(oci, name):
     assert refused.headers["content-range"] == "bytes */10"
 
 
+@pytest.mark.parametrize("header", ["bytes=5-2", "items=0-1", "bytes=abc", "bytes=-"])
+def test_a_malformed_range_is_ignored_and_the_whole_blob_sent(oci, name, header):
+    data = os.urandom(100)
+    oci.push_blob(name, data)
+    got = oci.get_blob(name, sha256(data), headers={"Range": header})
+    assert got.status_code == 200
+    assert got.content == data
+
+
 def test_an_unknown_blob_and_an_unknown_repository(oci, name, robot):
     assert_absent(oci, f"{robot.project_id}/never-pushed", sha256(b"x"))
     oci.push_blob(name, b"x")

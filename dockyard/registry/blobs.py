@@ -7,6 +7,7 @@ import re
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from dockyard.registry.access import DELETE, PULL
 from dockyard.registry.errors import RegistryError
@@ -15,6 +16,28 @@ from dockyard.registry.request import repo_request
 from dockyard.storage.paths import blob_key
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_SET = re.compile(r"^bytes=\s*\d*-\d*(?:\s*,\s*\d*-\d*)*\s*$")
+
+
+def _malformed_range(value: str | None) -> bool:
+    """A Range header HTTP says to ignore (not bytes, not numbers, or start after end)."""
+    if value is None:
+        return False
+    if not _RANGE_SET.match(value):
+        return True
+    for part in value.strip()[len("bytes=") :].split(","):
+        first, _, last = part.strip().partition("-")
+        if (not first and not last) or (first and last and int(first) > int(last)):
+            return True
+    return False
+
+
+class _WholeFileResponse(FileResponse):
+    """The whole file, as if no Range had been sent (Starlette would answer 400 instead)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
 def _check_range(request: Request, size: int) -> None:
@@ -64,7 +87,10 @@ async def get_blob(request: Request) -> Response:
     if path is not None:
         # FileResponse answers Range and If-Range itself, and lets the server send the
         # file without copying it through Python (sendfile / the ASGI pathsend extension).
-        return FileResponse(path, media_type="application/octet-stream", headers=headers)
+        response_class = (
+            _WholeFileResponse if _malformed_range(request.headers.get("range")) else FileResponse
+        )
+        return response_class(path, media_type="application/octet-stream", headers=headers)
     headers["Content-Length"] = str(size)
     if request.method == "HEAD":
         return Response(headers=headers, media_type="application/octet-stream")
