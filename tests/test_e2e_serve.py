@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import stat
+import subprocess
+import sys
+import uuid
 
 import httpx
 
+from dockyard.config import Settings
+from dockyard.registry.tokens import TokenService
+from dockyard.security import Cipher, parse_key
 from tests.support import Server
 
 EXTERNAL_PASSWORD = "hub-pass-0f7c2e9a"  # a value the logs must never show
@@ -122,3 +129,25 @@ def test_restart_keeps_data_and_creates_no_second_first_project(server: Server) 
     assert created.json()["container_registry"] in listed["container_registries"]
     projects = json.loads(server.cli("projects", "list", "--json"))
     assert len(projects) == 1
+
+
+def test_keys_prints_settings_that_replicas_can_share(tmp_path) -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "dockyard", "keys"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    values = dict(line.split("=", 1) for line in shlex.split(printed))
+    settings = Settings(
+        data_dir=tmp_path,
+        encryption_key=values["DOCKYARD_ENCRYPTION_KEY"],
+        token_signing_key=values["DOCKYARD_TOKEN_SIGNING_KEY"],
+    )
+    assert settings.encryption_key is not None and settings.token_signing_key is not None
+    cipher = Cipher(parse_key(settings.encryption_key.get_secret_value()))
+    assert cipher.decrypt(cipher.encrypt("secret", "ctx"), "ctx") == "secret"
+    tokens = TokenService(settings.token_signing_key.get_secret_value().encode(), "dockyard", 60)
+    issued = tokens.issue("robot", uuid.uuid4(), "registry.test", [])
+    assert tokens.verify(issued.token, "registry.test").subject == "robot"
