@@ -126,6 +126,19 @@ async def _stored_digest(req: RepoRequest, upload: UploadState, algorithm: str) 
 
 
 async def _finish(req: RepoRequest, repo: RepoRef, upload: UploadState, digest: str) -> Response:
+    """Verify and commit the upload, holding its claim so no chunk lands meanwhile."""
+    context = req.context
+    holder = secrets.token_hex(8)
+    if not await run_in_threadpool(context.uploads.claim, upload, holder, CLAIM_SECONDS):
+        raise _range_error(req, upload, "a chunk of this upload is being written")
+    try:
+        return await _commit(req, repo, upload, digest)
+    except BaseException:
+        await run_in_threadpool(context.uploads.release, upload, holder)
+        raise
+
+
+async def _commit(req: RepoRequest, repo: RepoRef, upload: UploadState, digest: str) -> Response:
     context, store = req.context, req.context.store(req.region)
     await store.seal(upload_key(upload.id))
     actual = await _stored_digest(req, upload, digest.partition(":")[0])
