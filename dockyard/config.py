@@ -100,7 +100,10 @@ class Settings(BaseSettings):
 
     encryption_key: SecretStr | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # The HTTP server under the app: granian sends files through the ASGI pathsend
+    # extension (blob pulls without copying through Python); uvicorn is the common default.
+    server: Literal["uvicorn", "granian"] = "granian"
 
     # The registry (/v2) and its token service.
     public_url: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,8 @@ from dockyard.cli.options import ConfigOption, DataDirOption, open_database, set
 from dockyard.config import Settings
 from dockyard.domain.projects import NewProject, create_first_project
 
+# granian's default leaves out the query string, which says what an upload request did.
+ACCESS_LOG = '[%(time)s] %(addr)s - "%(method)s %(path)s?%(query_string)s %(protocol)s" %(status)d'
 TOKEN_FILE = "first-project-token"  # noqa: S105 (a file name)
 out = Console()
 err = Console(stderr=True)
@@ -75,6 +78,10 @@ def serve(
     first = create_first_project(db, "Default")
     if first is not None:
         _announce(settings, first)
+    if settings.server == "granian":
+        services.db.dispose()  # the worker builds its own from the same settings
+        _serve_with_granian(settings, config)
+        return
     uvicorn.run(
         create_app(settings, services),
         host=settings.host,
@@ -82,3 +89,34 @@ def serve(
         log_level=settings.log_level,
         server_header=False,
     )
+
+
+def _serve_with_granian(settings: Settings, config: Path | None) -> None:
+    """Become granian (exec: same PID, none of this process's memory), which imports the app
+    in its worker by name; the settings travel as environment."""
+    os.environ.update(
+        DOCKYARD_DATA_DIR=str(settings.data_dir),
+        DOCKYARD_HOST=settings.host,
+        DOCKYARD_PORT=str(settings.port),
+        DOCKYARD_LOG_LEVEL=settings.log_level,
+    )
+    if config is not None:
+        os.environ["DOCKYARD_CONFIG"] = str(config)
+    argv = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--log-level",
+        settings.log_level,
+    ]
+    if settings.log_level in ("info", "debug"):
+        argv += ["--access-log", "--access-log-fmt", ACCESS_LOG]
+    sys.stdout.flush()
+    os.execv(sys.executable, [*argv, "dockyard.asgi:application"])  # noqa: S606
