@@ -102,6 +102,9 @@ def _serve_with_granian(settings: Settings, config: Path | None) -> None:
     )
     if config is not None:
         os.environ["DOCKYARD_CONFIG"] = str(config)
+    # A fixed mmap threshold makes glibc hand large buffers (argon2's 19 MiB, upload
+    # batches) back to the system when freed, instead of keeping them in the heap.
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(256 * 1024))
     argv = [
         sys.executable,
         "-m",

@@ -7,15 +7,17 @@ from pathlib import Path
 from dockyard.config import StorageSettings
 from dockyard.storage.base import BlobStore
 from dockyard.storage.filesystem import FilesystemBlobStore
-from dockyard.storage.s3 import S3BlobStore
 
 
 def build_store(config: StorageSettings, default_path: Path, default_prefix: str) -> BlobStore:
     """`default_path` / `default_prefix` keep regions apart when they share one setting."""
     if config.type == "filesystem":
         return FilesystemBlobStore(config.path or default_path, fsync=config.fsync)
+    # Imported only for S3: boto3 and botocore cost a filesystem-only server ~10 MB.
     import boto3
     from botocore.config import Config
+
+    from dockyard.storage.s3 import S3BlobStore
 
     assert config.bucket is not None  # checked by StorageSettings
     secret = config.secret_access_key.get_secret_value() if config.secret_access_key else None
