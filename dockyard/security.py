@@ -7,6 +7,7 @@ import hashlib
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 API_TOKEN_PREFIX = "dky_"  # noqa: S105 (a prefix, not a secret)
 KEY_FILE = "encryption.key"
+_PROVEN_LIMIT = 10_000
 _CIPHER_VERSION = "v1"
 
 
@@ -38,24 +40,44 @@ class SecretHasher:
     """argon2id for robot secrets, which people paste into CI systems and type."""
 
     def __init__(
-        self, *, time_cost: int = 2, memory_cost: int = 19 * 1024, concurrency: int = 4
+        self,
+        *,
+        time_cost: int = 2,
+        memory_cost: int = 19 * 1024,
+        concurrency: int = 4,
+        proven_seconds: float = 300.0,
     ) -> None:
         # OWASP's argon2id floor (19 MiB, t=2, p=1): many concurrent logins must not
         # each claim the 64 MiB of the library default.
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=1)
         # A burst of logins queues here instead of taking memory_cost each at once.
         self._slots = threading.BoundedSemaphore(concurrency)
+        self.proven_seconds = proven_seconds
+        self._proven: dict[bytes, float] = {}
 
     def hash(self, secret: str) -> str:
         with self._slots:
             return self._hasher.hash(secret)
 
     def verify(self, stored_hash: str, secret: str) -> bool:
+        # Clients ask for a token before nearly every push and pull with the same secret;
+        # a pair proven right recently is trusted without another 20 ms of argon2. Only
+        # successes are remembered (guessing stays slow), as a digest of the pair (never
+        # the secret), and a new hash (new credentials) never matches an old entry.
+        key = hashlib.sha256(f"{stored_hash}\0{secret}".encode("utf-8", "surrogatepass")).digest()
+        now = time.monotonic()
+        if self._proven.get(key, 0.0) > now:
+            return True
         with self._slots:
             try:
-                return self._hasher.verify(stored_hash, secret)
+                valid = self._hasher.verify(stored_hash, secret)
             except (VerificationError, InvalidHashError):
                 return False
+        if valid:
+            if len(self._proven) >= _PROVEN_LIMIT:
+                self._proven.clear()
+            self._proven[key] = now + self.proven_seconds
+        return valid
 
 
 class DecryptionError(Exception):
