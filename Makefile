@@ -7,6 +7,8 @@ DATA_DIR ?= data
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
 
 .PHONY: run test lint format bench clean
 
@@ -31,8 +33,15 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP)
-	$(BIN)/python bench/list_registries.py
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# Dockyard next to CNCF distribution; writes docs/performance.md and docs/performance.png.
+# Needs skopeo, curl, docker-registry and htpasswd: apt-get install skopeo curl docker-registry apache2-utils
+# More: make bench BENCH_ARGS="--runs 3"
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -17,23 +17,21 @@ import re
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import uvicorn
+from _load import Result, Target, free_port, measure
 from sqlalchemy import Engine, create_engine, make_url, text
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 DOCKYARD = Path(sys.executable).with_name("dockyard")
-TICKS = os.sysconf("SC_CLK_TCK")
 HEADER = (
     "| endpoint | connections | requests/s | p50 ms | p99 ms | errors | CPU cores: server "
     "| load generator | other processes |\n" + "| --- " + "| ---: " * 8 + "|\n"
@@ -48,91 +46,6 @@ def serve_bare(port: int, log_level: str) -> None:
 
     app = Starlette(routes=[Route("/ping", ping)])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level=log_level, server_header=False)
-
-
-@dataclass
-class Target:
-    name: str
-    pid: int
-    port: int
-    path: str
-    token: str | None = None
-
-
-@dataclass
-class Result:
-    target: Target
-    connections: int
-    seconds: float
-    requests: int = 0
-    errors: int = 0
-    latencies: list[float] = field(default_factory=list)
-    cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)  # cores: server, load generator, rest
-
-    def row(self) -> str:
-        rate, p50, p99 = self.requests / self.seconds, self.percentile(0.5), self.percentile(0.99)
-        cells = f"| {self.connections} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {self.errors} |"
-        return f"| {self.target.name} {cells}" + "".join(f" {c:.2f} |" for c in self.cpu) + "\n"
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
-
-
-async def worker(target: Target, request: bytes, start: float, end: float, out: Result) -> None:
-    """One keep-alive connection: request, headers, Content-Length bytes, again."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
-    try:
-        while (t0 := time.perf_counter()) < end:
-            try:
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                at = head.lower().find(b"\r\ncontent-length:")
-                if at < 0:
-                    raise ValueError("no Content-Length")
-                await reader.readexactly(int(head[at + 17 : head.index(b"\r\n", at + 2)]))
-            except (OSError, ValueError, asyncio.IncompleteReadError):
-                out.errors += 1
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
-                continue
-            t1 = time.perf_counter()
-            if t0 >= start and t1 <= end:
-                out.requests += 1
-                out.latencies.append(t1 - t0)
-                out.errors += head[9:12] != b"200"
-    finally:
-        writer.close()
-
-
-def cpu_now(pid: int) -> tuple[float, float, float]:
-    """CPU seconds so far of the server (all threads), of this process, of the whole machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split(maxsplit=11)[1:9]]
-    machine = sum(ticks) - ticks[3] - ticks[4] - ticks[7]  # less idle, iowait and steal
-    return (int(fields[11]) + int(fields[12])) / TICKS, time.process_time(), machine / TICKS
-
-
-async def measure(target: Target, n: int, warmup: float, seconds: float) -> Result:
-    auth = f"Authorization: Bearer {target.token}\r\n" if target.token else ""
-    request = f"GET {target.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
-    start = time.perf_counter() + warmup
-    end = start + seconds
-    result = Result(target, n, seconds)
-    tasks = [asyncio.create_task(worker(target, request, start, end, result)) for _ in range(n)]
-    await asyncio.sleep(max(0.0, start - time.perf_counter()))
-    before = cpu_now(target.pid)
-    await asyncio.sleep(max(0.0, end - time.perf_counter()))
-    after = cpu_now(target.pid)
-    server, client, machine = ((b - a) / seconds for a, b in zip(before, after, strict=True))
-    result.cpu = (server, client, max(0.0, machine - server - client))
-    await asyncio.gather(*tasks)
-    return result
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        return int(sock.getsockname()[1])
 
 
 def start(
