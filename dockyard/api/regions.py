@@ -11,7 +11,7 @@ router = APIRouter(prefix="/v1/regions", tags=["regions"])
 
 
 @router.get("", responses={401: {"model": ErrorBody}})
-def list_regions(project: ProjectDep, services: ServicesDep) -> RegionList:
+async def list_regions(project: ProjectDep, services: ServicesDep) -> RegionList:
     return RegionList(
         regions=[
             RegionOut(id=region.region_id, status=region.status, name=region.name, slug=region.slug)

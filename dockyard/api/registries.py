@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from dockyard.api.body import FORM, JSON
-from dockyard.api.deps import FieldsDep, ProjectDep, ServicesDep
+from dockyard.api.deps import FieldsDep, ProjectDep, ServicesDep, read_as_caller
 from dockyard.api.schemas import (
     ContainerRegistryEnvelope,
     ContainerRegistryList,
@@ -17,7 +20,9 @@ from dockyard.api.schemas import (
     ErrorBody,
     RegistryCreate,
     RegistryUpdate,
+    json_response,
 )
+from dockyard.domain.registries import RegistryView
 
 router = APIRouter(prefix="/v1/container_registries", tags=["container registries"])
 
@@ -41,14 +46,18 @@ def _body(model: type[RegistryCreate | RegistryUpdate]) -> dict[str, Any]:
     }
 
 
-@router.get("", responses=_ERRORS)
-def list_registries(project: ProjectDep, services: ServicesDep) -> ContainerRegistryList:
+@router.get("", response_model=ContainerRegistryList, responses=_ERRORS)
+async def list_registries(request: Request, services: ServicesDep) -> Response:
     """The project's managed registry of every region first, then its external ones."""
+    project, views = await read_as_caller(request, services.registries.list_in)
+    if views is None:
+        # A write, which may wait for the database's lock: not in /v1's few read threads.
+        views = await run_in_threadpool(services.registries.list_creating_managed, project)
     zone = services.settings.zone
-    views = services.registries.list_all(project)
-    return ContainerRegistryList(
+    listed = ContainerRegistryList(
         container_registries=[ContainerRegistryOut.of(view, zone) for view in views]
     )
+    return json_response(listed)
 
 
 @router.post("", responses=_REFUSALS, openapi_extra=_body(RegistryCreate))
@@ -63,10 +72,13 @@ def create_registry(
 
 
 @router.get("/{registry_id}", responses=_ERRORS)
-def get_registry(
-    registry_id: str, project: ProjectDep, services: ServicesDep
+async def get_registry(
+    registry_id: str, request: Request, services: ServicesDep
 ) -> ContainerRegistryEnvelope:
-    view = services.registries.get(project, registry_id)
+    def read(session: Session, project: uuid.UUID) -> RegistryView:
+        return services.registries.get_in(session, project, registry_id)
+
+    _, view = await read_as_caller(request, read)
     return ContainerRegistryEnvelope(
         container_registry=ContainerRegistryOut.of(view, services.settings.zone)
     )

@@ -8,11 +8,18 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 from dockyard.domain.credentials import GeneratedCredentials
 from dockyard.domain.registries import RegistryView
 
 RegistryType = Literal["nodion", "docker_hub", "ghcr", "custom"]
+
+
+def json_response(model: BaseModel) -> Response:
+    """The model as FastAPI would send it, serialized once: returning the model instead makes
+    FastAPI validate it again against the route's response_model before dumping it."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def format_time(moment: datetime, zone: ZoneInfo) -> str:

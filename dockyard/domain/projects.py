@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -131,14 +131,23 @@ def revoke_token(db: Database, token_ref: str) -> TokenInfo:
         return _info(row)
 
 
+# Built once: every /v1 request runs it, and composing a select costs as much as running it.
+_LIVE_TOKEN = select(ApiToken.project_id).where(
+    ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None)
+)
+
+
 def project_for_token(db: Database, token: str) -> uuid.UUID | None:
     """The project a live API token belongs to, or None."""
     with db.read() as session:
-        return session.scalar(
-            select(ApiToken.project_id).where(
-                ApiToken.token_hash == hash_api_token(token), ApiToken.revoked_at.is_(None)
-            )
-        )
+        return project_for_token_in(session, token)
+
+
+def project_for_token_in(session: Session, token: str) -> uuid.UUID | None:
+    """project_for_token in the caller's transaction, so that a request can read its data in
+    the same one. Read on every request, never cached: a revocation applies at once."""
+    found = session.connection().execute(_LIVE_TOKEN, {"token_hash": hash_api_token(token)})
+    return found.scalar()
 
 
 def _info(row: ApiToken) -> TokenInfo:
