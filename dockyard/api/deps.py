@@ -27,11 +27,12 @@ T = TypeVar("T")
 
 # Threads for /v1's database work, apart from the default pool (40) in which /v2 streams
 # blobs. On SQLite that work is Python from end to end (the file is in this process), so a
-# second thread only contends for the GIL: at 32 connections one thread served 600
-# requests/s, two 460 and forty 390. PostgreSQL's round trips release the GIL, and several
-# threads overlap them (at 0.5 ms a round trip, one thread would wait most of the time).
+# second thread only contends for the GIL: listing 50 registries at 32 connections, one
+# thread served 600 requests/s, two 460, four 350. PostgreSQL's round trips release the GIL:
+# on loopback one thread still served most (490; four 460, eight 380), but a server 0.5 ms
+# away would keep one thread waiting for most of each request, so a few overlap those waits.
 SQLITE_THREADS = 1
-SERVER_DB_THREADS = 8
+SERVER_DB_THREADS = 4
 _limiters: RunVar[dict[Database, CapacityLimiter]] = RunVar("dockyard_api_limiters")
 
 

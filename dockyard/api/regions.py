@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from dockyard.api.deps import ProjectDep, ServicesDep
-from dockyard.api.schemas import ErrorBody, RegionList, RegionOut
+from dockyard.api.schemas import ErrorBody, RegionList, RegionOut, json_response
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 
 
-@router.get("", responses={401: {"model": ErrorBody}})
-async def list_regions(project: ProjectDep, services: ServicesDep) -> RegionList:
-    return RegionList(
-        regions=[
-            RegionOut(id=region.region_id, status=region.status, name=region.name, slug=region.slug)
-            for region in services.settings.effective_regions
-        ]
+@router.get("", response_model=RegionList, responses={401: {"model": ErrorBody}})
+async def list_regions(project: ProjectDep, services: ServicesDep) -> Response:
+    return json_response(
+        RegionList(
+            regions=[
+                RegionOut(
+                    id=region.region_id, status=region.status, name=region.name, slug=region.slug
+                )
+                for region in services.settings.effective_regions
+            ]
+        )
     )

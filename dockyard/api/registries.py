@@ -71,16 +71,16 @@ def create_registry(
     )
 
 
-@router.get("/{registry_id}", responses=_ERRORS)
-async def get_registry(
-    registry_id: str, request: Request, services: ServicesDep
-) -> ContainerRegistryEnvelope:
+@router.get("/{registry_id}", response_model=ContainerRegistryEnvelope, responses=_ERRORS)
+async def get_registry(registry_id: str, request: Request, services: ServicesDep) -> Response:
     def read(session: Session, project: uuid.UUID) -> RegistryView:
         return services.registries.get_in(session, project, registry_id)
 
     _, view = await read_as_caller(request, read)
-    return ContainerRegistryEnvelope(
-        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
+    return json_response(
+        ContainerRegistryEnvelope(
+            container_registry=ContainerRegistryOut.of(view, services.settings.zone)
+        )
     )
 
 
