@@ -22,7 +22,7 @@ BENCH = Path(__file__).resolve().parent
 DOCKYARD_CMD = "{python} -m dockyard serve --host 127.0.0.1 --port {port} --data-dir {data_dir}"
 BARE_CMDS = {
     # What `dockyard serve` runs, with the bare app of bench/_bare.py instead of Dockyard's.
-    "granian": "{python} -m granian --interface asgi --factory --host 127.0.0.1 --port {port} "
+    "granian": "{python} -m dockyard.run_granian --host 127.0.0.1 --port {port} "
     "--log-level warning _bare:create_app",
     "uvicorn": "{python} -m uvicorn --factory --host 127.0.0.1 --port {port} "
     "--log-level warning --no-server-header _bare:create_app",

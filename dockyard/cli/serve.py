@@ -92,8 +92,8 @@ def serve(
 
 
 def _serve_with_granian(settings: Settings, config: Path | None) -> None:
-    """Become granian (exec: same PID, none of this process's memory), which imports the app
-    in its worker by name; the settings travel as environment."""
+    """Become the granian server (exec: same PID, none of this process's memory: Typer, Rich,
+    Alembic), which builds the app from the settings, passed on as environment."""
     os.environ.update(
         DOCKYARD_DATA_DIR=str(settings.data_dir),
         DOCKYARD_HOST=settings.host,
@@ -108,10 +108,7 @@ def _serve_with_granian(settings: Settings, config: Path | None) -> None:
     argv = [
         sys.executable,
         "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--factory",
+        "dockyard.run_granian",
         "--host",
         settings.host,
         "--port",
