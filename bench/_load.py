@@ -1,8 +1,8 @@
 """A lean asyncio HTTP/1.1 load generator, shared by the benchmarks.
 
 One coroutine per keep-alive connection: send, read the headers, read Content-Length bytes,
-time it with `time.perf_counter`. CPU is counted for the server's whole process tree (granian
-serves from a worker process).
+time it with `time.perf_counter`. CPU is counted for the server's whole process tree (a server
+may serve from worker processes).
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class PeakRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _rss(self) -> float:
-        """The process and its descendants (granian serves from a worker process)."""
+        """The process and its descendants (a server may serve from worker processes)."""
         total, pending = 0.0, [self.pid]
         while pending:
             pid = pending.pop()
