@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard import __version__
 from dockyard.api import regions, registries
 from dockyard.api.errors import error_response, install_error_handlers
+from dockyard.api.read_cache import CachedReads
 from dockyard.config import Settings
 from dockyard.domain.gc import GarbageCollector, GcBusyError
 from dockyard.registry.app import create_registry_app
@@ -64,7 +65,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         yield
         if collecting is not None:
             collecting.cancel()
-        services.db.dispose()
+        services.close()
 
     app = FastAPI(
         title="Dockyard",
@@ -77,6 +78,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_middleware(
+        CachedReads, feed=services.changes, paths=frozenset({"/v1/container_registries"})
+    )
     app.include_router(registries.router)
     app.include_router(regions.router)
     app.state.registry = services.registry

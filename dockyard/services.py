@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from dockyard.config import Settings
 from dockyard.db import Database
+from dockyard.db.changes import ChangeFeed, change_feed_for
 from dockyard.domain.credentials import CredentialService, RobotDirectory
 from dockyard.domain.manifests import ManifestService
 from dockyard.domain.registries import RegistryService
@@ -23,9 +24,14 @@ from dockyard.storage.factory import build_store
 class Services:
     settings: Settings
     db: Database
+    changes: ChangeFeed
     registries: RegistryService
     credentials: CredentialService
     registry: RegistryContext
+
+    def close(self) -> None:
+        self.changes.close()
+        self.db.dispose()
 
 
 def _secret(value: object) -> str | None:
@@ -71,6 +77,7 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     return Services(
         settings=settings,
         db=db,
+        changes=change_feed_for(db),
         registries=registries,
         credentials=CredentialService(registries, hasher),
         registry=registry,

@@ -116,14 +116,14 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
     yield make
     for client, services in built:
         client.close()
-        services.db.dispose()
+        services.close()
 
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
     built = build_services(settings)
     yield built
-    built.db.dispose()
+    built.close()
 
 
 @pytest.fixture

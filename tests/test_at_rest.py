@@ -103,7 +103,7 @@ def test_external_credentials_decrypt_in_a_new_process_with_the_same_data_dir(
                 EXTERNAL_PASSWORD,
             )
     finally:
-        restarted.db.dispose()
+        restarted.close()
 
 
 def test_ciphertext_does_not_open_with_another_key(services, secrets_used):
@@ -162,4 +162,4 @@ def test_configured_key_is_used_and_no_key_file_is_written(make_settings, tmp_pa
         sealed = services.registries.cipher.encrypt("hello", "ctx")
         assert Cipher(parse_key(key)).decrypt(sealed, "ctx") == "hello"
     finally:
-        services.db.dispose()
+        services.close()

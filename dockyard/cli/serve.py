@@ -79,7 +79,7 @@ def serve(
     if first is not None:
         _announce(settings, first)
     if settings.server == "granian":
-        services.db.dispose()  # the worker builds its own from the same settings
+        services.close()  # the server process builds its own from the same settings
         _serve_with_granian(settings, config)
         return
     uvicorn.run(
