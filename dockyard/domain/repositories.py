@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dockyard.db import Database
-from dockyard.db.models import Blob, Repository, RepositoryBlob, Tag, utcnow
+from dockyard.db.models import Blob, Repository, RepositoryBlob, Tag, Upload, utcnow
+from dockyard.db.upsert import upsert
 from dockyard.registry.errors import RegistryError
 
 
@@ -27,10 +28,13 @@ def _ref(row: Repository) -> RepoRef:
 
 
 def find_repository(session: Session, region_id: uuid.UUID, name: str) -> RepoRef | None:
-    row = session.scalar(
-        select(Repository).where(Repository.region_id == region_id, Repository.name == name)
-    )
-    return None if row is None else _ref(row)
+    # Columns, not an ORM object: every registry request starts here.
+    row = session.execute(
+        select(Repository.id, Repository.project_id).where(
+            Repository.region_id == region_id, Repository.name == name
+        )
+    ).one_or_none()
+    return None if row is None else RepoRef(row.id, row.project_id, region_id, name)
 
 
 class RepositoryService:
@@ -74,6 +78,21 @@ class RepositoryService:
                 )
             )
 
+    def blob_size_in(self, region_id: uuid.UUID, name: str, digest: str) -> int | None:
+        """blob_size, by the repository's name: one query for a HEAD or GET of a blob."""
+        with self.db.read() as session:
+            return session.scalar(
+                select(Blob.size)
+                .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+                .join(Repository, Repository.id == RepositoryBlob.repository_id)
+                .where(
+                    Repository.region_id == region_id,
+                    Repository.name == name,
+                    RepositoryBlob.digest == digest,
+                    Blob.region_id == region_id,
+                )
+            )
+
     def reserve_blob(self, region_id: uuid.UUID, digest: str, size: int) -> None:
         """Before a finished upload is moved into place: make the blob's row fresh.
 
@@ -81,15 +100,25 @@ class RepositoryService:
         object, so a blob being stored now is never collected underneath its upload.
         """
         with self.db.write() as session:
-            row = session.get(Blob, (region_id, digest), with_for_update=True)
-            if row is None:
-                session.add(Blob(region_id=region_id, digest=digest, size=size))
-            else:
-                row.created_at = utcnow()
+            # On PostgreSQL the conflict locks the row as FOR UPDATE would.
+            upsert(
+                session,
+                Blob,
+                {"region_id": region_id, "digest": digest, "size": size, "created_at": utcnow()},
+                keys=("region_id", "digest"),
+                refresh=("created_at",),
+            )
 
-    def link_blob(self, repo: RepoRef, digest: str) -> bool:
-        """Make a stored blob readable through `repo`; False when the region lacks it."""
+    def link_blob(
+        self, repo: RepoRef, digest: str, finished_upload: uuid.UUID | None = None
+    ) -> bool:
+        """Make a stored blob readable through `repo`; False when the region lacks it.
+
+        `finished_upload`, the upload the blob came from, is forgotten in the same
+        transaction (one commit less for every pushed layer)."""
         with self.db.write() as session:
+            if finished_upload is not None:
+                session.execute(delete(Upload).where(Upload.id == finished_upload))
             # FOR SHARE: a collection deciding about this blob waits for the link to exist.
             blob = session.scalar(
                 select(Blob.digest)
@@ -103,12 +132,14 @@ class RepositoryService:
 
     @staticmethod
     def _link(session: Session, repo: RepoRef, digest: str) -> None:
-        link = session.get(RepositoryBlob, (repo.id, digest))
-        if link is None:
-            session.add(RepositoryBlob(repository_id=repo.id, digest=digest))
-        else:
-            # A fresh link restarts the blob's grace period against garbage collection.
-            link.created_at = utcnow()
+        # A fresh link restarts the blob's grace period against garbage collection.
+        upsert(
+            session,
+            RepositoryBlob,
+            {"repository_id": repo.id, "digest": digest, "created_at": utcnow()},
+            keys=("repository_id", "digest"),
+            refresh=("created_at",),
+        )
 
     def unlink_blob(self, repo: RepoRef, digest: str) -> bool:
         with self.db.write() as session:

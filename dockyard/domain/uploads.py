@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 
 from dockyard.db import Database
-from dockyard.db.models import Upload, utcnow
+from dockyard.db.models import Repository, Upload, utcnow
 from dockyard.domain.repositories import RepoRef
 from dockyard.registry.errors import RegistryError
 
@@ -26,6 +26,14 @@ def _state(row: Upload) -> UploadState:
     return UploadState(row.id, row.repository_id, row.size, row.started_at)
 
 
+def parse_upload_id(upload_ref: str) -> uuid.UUID:
+    """The upload id of a URL, or BLOB_UPLOAD_UNKNOWN."""
+    try:
+        return uuid.UUID(upload_ref)
+    except ValueError:
+        raise RegistryError("BLOB_UPLOAD_UNKNOWN") from None
+
+
 class UploadService:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -37,19 +45,30 @@ class UploadService:
             session.flush()
             return _state(row)
 
-    def get(self, repo: RepoRef, upload_ref: str) -> UploadState:
-        """The upload of this repository, or BLOB_UPLOAD_UNKNOWN."""
-        try:
-            upload_id = uuid.UUID(upload_ref)
-        except ValueError:
-            raise RegistryError("BLOB_UPLOAD_UNKNOWN") from None
+    def find(
+        self, region_id: uuid.UUID, name: str, upload_id: uuid.UUID
+    ) -> tuple[RepoRef, UploadState]:
+        """The repository and its upload, in one read; BLOB_UPLOAD_UNKNOWN if either is
+        missing (every chunk of a push starts here)."""
         with self.db.read() as session:
-            row = session.scalar(
-                select(Upload).where(Upload.id == upload_id, Upload.repository_id == repo.id)
-            )
-            if row is None:
-                raise RegistryError("BLOB_UPLOAD_UNKNOWN")
-            return _state(row)
+            row = session.execute(
+                select(
+                    Repository.id,
+                    Repository.project_id,
+                    Upload.size,
+                    Upload.started_at,
+                )
+                .join(Upload, Upload.repository_id == Repository.id)
+                .where(
+                    Repository.region_id == region_id,
+                    Repository.name == name,
+                    Upload.id == upload_id,
+                )
+            ).one_or_none()
+        if row is None:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN")
+        repo = RepoRef(row.id, row.project_id, region_id, name)
+        return repo, UploadState(upload_id, row.id, row.size, row.started_at)
 
     def claim(self, upload: UploadState, holder: str, seconds: float) -> bool:
         """Become the one writer of the upload at its current size, for `seconds`.

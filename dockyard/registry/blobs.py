@@ -64,11 +64,9 @@ def _check_range(request: Request, size: int) -> None:
 async def get_blob(request: Request) -> Response:
     req = await repo_request(request, PULL)
     digest = parse_digest(request.path_params["digest"])
-    try:
-        repo = await req.repository()
-    except RegistryError:
-        raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest}) from None
-    size = await run_in_threadpool(req.context.repositories.blob_size, repo, digest)
+    size = await run_in_threadpool(
+        req.context.repositories.blob_size_in, req.region.region_id, req.name.full, digest
+    )
     store = req.context.store(req.region)
     key = blob_key(digest)
     if size is None or await store.stat(key) is None:

@@ -34,11 +34,18 @@ class RobotStanding:
         self.ttl = ttl
         self._seen: dict[uuid.UUID, tuple[bool, float]] = {}
 
-    def is_active(self, robot_id: uuid.UUID) -> bool:
-        now = time.monotonic()
+    def known(self, robot_id: uuid.UUID) -> bool | None:
+        """The remembered answer, or None if it is too old: no database, no thread."""
         cached = self._seen.get(robot_id)
-        if cached is not None and now - cached[1] < self.ttl:
+        if cached is not None and time.monotonic() - cached[1] < self.ttl:
             return cached[0]
+        return None
+
+    def is_active(self, robot_id: uuid.UUID) -> bool:
+        known = self.known(robot_id)
+        if known is not None:
+            return known
+        now = time.monotonic()
         active = self.robots.find(robot_id) is not None
         if len(self._seen) > 10_000:
             self._seen.clear()

@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 from anyio import to_thread
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dockyard.domain.repositories import RepoRef
-from dockyard.domain.uploads import UploadState
+from dockyard.domain.uploads import UploadState, parse_upload_id
 from dockyard.registry.access import PULL, PUSH
 from dockyard.registry.errors import RegistryError
 from dockyard.registry.grammar import parse_digest, parse_name
@@ -155,8 +156,7 @@ async def _commit(req: RepoRequest, repo: RepoRef, upload: UploadState, digest: 
     if await store.stat(blob_key(digest)) is None:
         await store.move(upload_key(upload.id), blob_key(digest))
     await store.delete(upload_prefix(upload.id))
-    linked = await run_in_threadpool(context.repositories.link_blob, repo, digest)
-    await run_in_threadpool(context.uploads.forget, upload.id)
+    linked = await run_in_threadpool(context.repositories.link_blob, repo, digest, upload.id)
     if not linked:  # collected between reservation and link: only with a zero grace period
         raise RegistryError("UNAVAILABLE", "the blob was collected meanwhile; upload it again")
     return _blob_created(req, digest)
@@ -212,33 +212,35 @@ async def start_upload(request: Request) -> Response:
     return Response(status_code=202, headers=_upload_headers(req, str(upload.id), 0))
 
 
-async def _upload(req: RepoRequest, request: Request) -> tuple[RepoRef, UploadState]:
-    try:
-        repo = await req.repository()
-    except RegistryError:
-        raise RegistryError("BLOB_UPLOAD_UNKNOWN") from None
-    upload_ref = request.path_params["upload_id"]
-    upload = await run_in_threadpool(req.context.uploads.get, repo, upload_ref)
-    return repo, upload
+def _upload_id(request: Request) -> uuid.UUID:
+    return parse_upload_id(request.path_params["upload_id"])
+
+
+async def _upload(req: RepoRequest, upload_id: uuid.UUID) -> tuple[RepoRef, UploadState]:
+    return await run_in_threadpool(
+        req.context.uploads.find, req.region.region_id, req.name.full, upload_id
+    )
 
 
 async def upload_chunk(request: Request) -> Response:
     req = await repo_request(request, PULL, PUSH)
-    _, upload = await _upload(req, request)
-    async with req.context.hashers.lock(upload.id):
-        _, upload = await _upload(req, request)  # it may have moved while we waited
+    upload_id = _upload_id(request)
+    # Loaded once the lock is ours: a chunk that went before may have moved it on.
+    async with req.context.hashers.lock(upload_id):
+        _, upload = await _upload(req, upload_id)
         upload = await _append(req, request, upload)
     return Response(status_code=202, headers=_upload_headers(req, str(upload.id), upload.size))
 
 
 async def finish_upload(request: Request) -> Response:
     req = await repo_request(request, PULL, PUSH)
-    repo, upload = await _upload(req, request)
+    upload_id = _upload_id(request)
     if "digest" not in request.query_params:
+        await _upload(req, upload_id)  # an unknown upload is the first thing to say
         raise RegistryError("DIGEST_INVALID", "the closing PUT needs ?digest=<digest>")
     digest = parse_digest(request.query_params["digest"])
-    async with req.context.hashers.lock(upload.id):
-        _, upload = await _upload(req, request)
+    async with req.context.hashers.lock(upload_id):
+        repo, upload = await _upload(req, upload_id)
         has_body = content_length(request) or "chunked" in request.headers.get(
             "transfer-encoding", ""
         )
@@ -249,13 +251,14 @@ async def finish_upload(request: Request) -> Response:
 
 async def upload_status(request: Request) -> Response:
     req = await repo_request(request, PULL, PUSH)
-    _, upload = await _upload(req, request)
+    _, upload = await _upload(req, _upload_id(request))
     return Response(status_code=204, headers=_upload_headers(req, str(upload.id), upload.size))
 
 
 async def cancel_upload(request: Request) -> Response:
     req = await repo_request(request, PULL, PUSH)
-    _, upload = await _upload(req, request)
-    async with req.context.hashers.lock(upload.id):
+    upload_id = _upload_id(request)
+    async with req.context.hashers.lock(upload_id):
+        _, upload = await _upload(req, upload_id)
         await _cancel(req, upload)
     return Response(status_code=204)
