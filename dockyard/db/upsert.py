@@ -10,23 +10,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from dockyard.db.models import Base
 
 
 def upsert(
-    session: Session,
+    connection: Connection,
     model: type[Base],
     values: Mapping[str, Any],
     keys: Sequence[str],
     refresh: Sequence[str],
 ) -> None:
     """Insert `values`; if a row with the same `keys` exists, set its `refresh` columns."""
-    dialect = session.get_bind().dialect.name
+    dialect = connection.dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(model).values(**values)
-    session.execute(
+    connection.execute(
         statement.on_conflict_do_update(
             index_elements=list(keys),
             set_={name: statement.excluded[name] for name in refresh},

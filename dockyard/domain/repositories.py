@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Connection, Select, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -23,11 +23,9 @@ class RepoRef:
     name: str
 
 
-def _ref(row: Repository) -> RepoRef:
-    return RepoRef(row.id, row.project_id, row.region_id, row.name)
-
-
-def find_repository(session: Session, region_id: uuid.UUID, name: str) -> RepoRef | None:
+def find_repository(
+    session: Session | Connection, region_id: uuid.UUID, name: str
+) -> RepoRef | None:
     # Columns, not an ORM object: every registry request starts here.
     row = session.execute(
         select(Repository.id, Repository.project_id).where(
@@ -43,23 +41,26 @@ class RepositoryService:
 
     def get(self, region_id: uuid.UUID, name: str) -> RepoRef:
         """The repository, or NAME_UNKNOWN."""
-        with self.db.read() as session:
+        with self.db.read_connection() as session:
             repo = find_repository(session, region_id, name)
         if repo is None:
             raise RegistryError("NAME_UNKNOWN", detail={"name": name})
         return repo
 
     def get_or_create(self, region_id: uuid.UUID, project_id: uuid.UUID, name: str) -> RepoRef:
-        with self.db.read() as session:
+        with self.db.read_connection() as session:
             repo = find_repository(session, region_id, name)
         if repo is not None:
             return repo
+        repo = RepoRef(uuid.uuid4(), project_id, region_id, name)
         try:
-            with self.db.write() as session:
-                row = Repository(project_id=project_id, region_id=region_id, name=name)
-                session.add(row)
-                session.flush()
-                return _ref(row)
+            with self.db.write_connection() as connection:
+                connection.execute(
+                    insert(Repository).values(
+                        id=repo.id, project_id=project_id, region_id=region_id, name=name
+                    )
+                )
+            return repo
         except IntegrityError:
             return self.get(region_id, name)  # a concurrent push created it
 
@@ -67,7 +68,7 @@ class RepositoryService:
 
     def blob_size(self, repo: RepoRef, digest: str) -> int | None:
         """The size of a blob readable through this repository, else None."""
-        with self.db.read() as session:
+        with self.db.read_connection() as session:
             return session.scalar(
                 select(Blob.size)
                 .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
@@ -80,7 +81,7 @@ class RepositoryService:
 
     def blob_size_in(self, region_id: uuid.UUID, name: str, digest: str) -> int | None:
         """blob_size, by the repository's name: one query for a HEAD or GET of a blob."""
-        with self.db.read() as session:
+        with self.db.read_connection() as session:
             return session.scalar(
                 select(Blob.size)
                 .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
@@ -99,7 +100,7 @@ class RepositoryService:
         Garbage collection locks a blob's row and re-checks its age before deleting the
         object, so a blob being stored now is never collected underneath its upload.
         """
-        with self.db.write() as session:
+        with self.db.write_connection() as session:
             # On PostgreSQL the conflict locks the row as FOR UPDATE would.
             upsert(
                 session,
@@ -116,7 +117,7 @@ class RepositoryService:
 
         `finished_upload`, the upload the blob came from, is forgotten in the same
         transaction (one commit less for every pushed layer)."""
-        with self.db.write() as session:
+        with self.db.write_connection() as session:
             if finished_upload is not None:
                 session.execute(delete(Upload).where(Upload.id == finished_upload))
             # FOR SHARE: a collection deciding about this blob waits for the link to exist.
@@ -131,10 +132,10 @@ class RepositoryService:
             return True
 
     @staticmethod
-    def _link(session: Session, repo: RepoRef, digest: str) -> None:
+    def _link(connection: Connection, repo: RepoRef, digest: str) -> None:
         # A fresh link restarts the blob's grace period against garbage collection.
         upsert(
-            session,
+            connection,
             RepositoryBlob,
             {"repository_id": repo.id, "digest": digest, "created_at": utcnow()},
             keys=("repository_id", "digest"),
@@ -142,7 +143,7 @@ class RepositoryService:
         )
 
     def unlink_blob(self, repo: RepoRef, digest: str) -> bool:
-        with self.db.write() as session:
+        with self.db.write_connection() as session:
             result = session.execute(
                 delete(RepositoryBlob).where(
                     RepositoryBlob.repository_id == repo.id, RepositoryBlob.digest == digest
@@ -183,7 +184,7 @@ class RepositoryService:
             query = query.where(column > last)
         if limit is not None:
             query = query.limit(limit + 1)  # one more tells whether another page follows
-        with self.db.read() as session:
+        with self.db.read_connection() as session:
             names = list(session.scalars(query))
         if limit is not None and len(names) > limit:
             return names[:limit], True

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from dockyard.db import Database
 from dockyard.db.models import Repository, Upload, utcnow
@@ -39,18 +39,26 @@ class UploadService:
         self.db = db
 
     def start(self, repo: RepoRef) -> UploadState:
-        with self.db.write() as session:
-            row = Upload(repository_id=repo.id, region_id=repo.region_id, size=0)
-            session.add(row)
-            session.flush()
-            return _state(row)
+        upload = UploadState(uuid.uuid4(), repo.id, 0, utcnow())
+        with self.db.write_connection() as connection:
+            connection.execute(
+                insert(Upload).values(
+                    id=upload.id,
+                    repository_id=repo.id,
+                    region_id=repo.region_id,
+                    size=0,
+                    started_at=upload.started_at,
+                    updated_at=upload.started_at,
+                )
+            )
+        return upload
 
     def find(
         self, region_id: uuid.UUID, name: str, upload_id: uuid.UUID
     ) -> tuple[RepoRef, UploadState]:
         """The repository and its upload, in one read; BLOB_UPLOAD_UNKNOWN if either is
         missing (every chunk of a push starts here)."""
-        with self.db.read() as session:
+        with self.db.read_connection() as session:
             row = session.execute(
                 select(
                     Repository.id,
@@ -77,7 +85,7 @@ class UploadService:
         chunks must never be written to storage at the same time.
         """
         now = utcnow()
-        with self.db.write() as session:
+        with self.db.write_connection() as session:
             result = session.execute(
                 update(Upload)
                 .where(
@@ -90,7 +98,7 @@ class UploadService:
             return bool(getattr(result, "rowcount", 0))
 
     def renew(self, upload: UploadState, holder: str, seconds: float) -> bool:
-        with self.db.write() as session:
+        with self.db.write_connection() as session:
             result = session.execute(
                 update(Upload)
                 .where(Upload.id == upload.id, Upload.claimed_by == holder)
@@ -99,7 +107,7 @@ class UploadService:
             return bool(getattr(result, "rowcount", 0))
 
     def release(self, upload: UploadState, holder: str) -> None:
-        with self.db.write() as session:
+        with self.db.write_connection() as session:
             session.execute(
                 update(Upload)
                 .where(Upload.id == upload.id, Upload.claimed_by == holder)
@@ -108,7 +116,7 @@ class UploadService:
 
     def advance(self, upload: UploadState, new_size: int, holder: str) -> bool:
         """Record the new size and let go of the claim, if the claim is still ours."""
-        with self.db.write() as session:
+        with self.db.write_connection() as session:
             result = session.execute(
                 update(Upload)
                 .where(
@@ -121,5 +129,5 @@ class UploadService:
             return bool(getattr(result, "rowcount", 0))
 
     def forget(self, upload_id: uuid.UUID) -> None:
-        with self.db.write() as session:
+        with self.db.write_connection() as session:
             session.execute(delete(Upload).where(Upload.id == upload_id))
