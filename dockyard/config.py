@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # The HTTP server under the app: granian sends files through the ASGI pathsend
     # extension (blob pulls without copying through Python); uvicorn is the common default.
     server: Literal["uvicorn", "granian"] = "granian"
+    # Repeated /v1 reads answered from memory while the database is unchanged. Off where
+    # changes cannot be seen: PostgreSQL behind a pooler that drops LISTEN/NOTIFY.
+    read_cache: bool = True
 
     # The registry (/v2) and its token service.
     public_url: str | None = None

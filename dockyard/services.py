@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from dockyard.config import Settings
 from dockyard.db import Database
-from dockyard.db.changes import ChangeFeed, change_feed_for
+from dockyard.db.changes import ChangeFeed, NoChangeFeed, change_feed_for
 from dockyard.domain.credentials import CredentialService, RobotDirectory
 from dockyard.domain.manifests import ManifestService
 from dockyard.domain.registries import RegistryService
@@ -77,7 +77,7 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
     return Services(
         settings=settings,
         db=db,
-        changes=change_feed_for(db),
+        changes=change_feed_for(db) if settings.read_cache else NoChangeFeed(),
         registries=registries,
         credentials=CredentialService(registries, hasher),
         registry=registry,

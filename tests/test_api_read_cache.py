@@ -9,6 +9,7 @@ from sqlalchemy import event, update
 
 from dockyard.app import Services
 from dockyard.db import Database
+from dockyard.db.changes import NoChangeFeed
 from dockyard.db.models import ContainerRegistry
 from dockyard.domain.projects import create_project, create_token, revoke_token
 
@@ -104,3 +105,15 @@ def test_a_refusal_is_not_remembered(client, services, project, auth) -> None:
     assert client.get(URL, headers=second_auth).status_code == 401
     assert client.get(URL, headers={"Authorization": "Bearer nope"}).status_code == 401
     assert client.get(URL, headers=auth).status_code == 200
+
+
+def test_the_cache_can_be_turned_off(make_client, project, auth) -> None:
+    client = make_client(read_cache=False)
+    services = client.app.state.services
+    client.get(URL, headers=auth)
+    client.get(URL, headers=auth)
+    sent: list[str] = []
+    event.listen(services.db.engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    assert client.get(URL, headers=auth).status_code == 200
+    assert sent, "with read_cache=false every list reads the database"
+    assert isinstance(services.changes, NoChangeFeed)
