@@ -31,6 +31,9 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from dockyard.registry.tokens import generate_key_pem
+from dockyard.security import generate_key_text
+
 DOCKYARD = Path(sys.executable).with_name("dockyard")
 HEADER = (
     "| endpoint | connections | requests/s | p50 ms | p99 ms | errors | CPU cores: server "
@@ -108,6 +111,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
     database = "SQLite (the default, in a fresh temp data dir)"
     if args.database_url:
         env["DOCKYARD_DATABASE_URL"] = fresh_postgres(stack, args.database_url)
+        # A shared database means replicas, and `serve` then wants the keys as settings.
+        env["DOCKYARD_ENCRYPTION_KEY"] = generate_key_text()
+        env["DOCKYARD_TOKEN_SIGNING_KEY"] = generate_key_pem().decode()
         database = "PostgreSQL (a fresh dockyard_bench_* database, same machine)"
     port, bare_port, data = free_port(), free_port(), tmp / "data"
     base = f"http://127.0.0.1:{port}"
