@@ -6,6 +6,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -149,6 +150,45 @@ def test_list_is_sorted_and_scoped_to_the_prefix(store: BlobStore) -> None:
             await store.append(key, 0, _chunks(b"x"))
             await store.seal(key)
         assert await store.list("blobs") == ["blobs/sha256/aa/a/data", "blobs/sha256/bb/b/data"]
+
+    run(main)
+
+
+def test_scan_shows_sizes_times_and_unsealed_appends(store: BlobStore) -> None:
+    async def main() -> None:
+        before = datetime.now(UTC) - timedelta(minutes=5)  # the S3 server's clock may differ
+        await store.append("blobs/sha256/aa/a/data", 0, _chunks(b"sealed"))
+        await store.seal("blobs/sha256/aa/a/data")
+        await store.append("uploads/u/data", 0, _chunks(b"half", b" of it"))
+        await store.append("other/x", 0, _chunks(b"elsewhere"))
+        await store.seal("other/x")
+        scanned = {o.key: o for o in await store.scan("blobs")}
+        assert {k: o.size for k, o in scanned.items()} == {"blobs/sha256/aa/a/data": 6}
+        (upload,) = await store.scan("uploads")
+        assert (upload.key, upload.size) == ("uploads/u/data", 10)
+        for stored in [*scanned.values(), upload]:
+            assert before < stored.modified < datetime.now(UTC) + timedelta(minutes=5)
+        assert await store.scan("nothing/here") == []
+
+    run(main)
+
+
+def test_deleting_a_prefix_removes_unsealed_appends_under_it(store: BlobStore) -> None:
+    """A cancelled upload leaves nothing behind, not even the parts of a multipart upload."""
+    big = os.urandom(MIN_PART + 100)  # a full part goes up on S3
+
+    async def main() -> None:
+        await store.append("uploads/e/data", 0, _chunks(big))
+        await store.append("uploads/f/data", 0, _chunks(b"small"))
+        await store.delete("uploads/e")
+        assert [o.key for o in await store.scan("uploads")] == ["uploads/f/data"]
+        await store.delete("uploads")
+        assert await store.scan("uploads") == []
+        if isinstance(store, S3BlobStore):
+            listed = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
+            assert listed.get("Uploads", []) == []
+            listed = store.client.list_objects_v2(Bucket=store.bucket, Prefix=store.prefix)
+            assert listed.get("Contents", []) == []
 
     run(main)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dockyard.cli import admin, gc, keys, registries, serve
+from dockyard.cli import admin, fsck, gc, keys, registries, serve
 
 app = typer.Typer(
     name="dockyard",
@@ -15,6 +15,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("keys")(keys.keys)
 app.command("gc")(gc.gc)
+app.command("fsck")(fsck.fsck)
 app.add_typer(admin.projects_app, name="projects")
 app.add_typer(admin.tokens_app, name="tokens")
 app.add_typer(registries.app, name="registries")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +26,13 @@ class InvalidOffsetError(StorageError):
         super().__init__(f"{key} has {actual} bytes, an append at {expected} does not fit")
         self.expected = expected
         self.actual = actual
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: datetime  # aware UTC: the last write, so a check can tell old from in flight
 
 
 class BlobStore(Protocol):
@@ -64,3 +73,8 @@ class BlobStore(Protocol):
 
     async def list(self, prefix: str) -> list[str]:
         """Every key under `prefix`."""
+
+    async def scan(self, prefix: str) -> Sequence[StoredObject]:
+        """Every object under `prefix` with its size and last change, appends not yet sealed
+        included (under the key they go to): what a consistency check compares with the
+        database, and what delete(prefix) removes."""

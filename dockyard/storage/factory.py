@@ -15,9 +15,8 @@ def build_store(config: StorageSettings, default_path: Path, default_prefix: str
         return FilesystemBlobStore(config.path or default_path, fsync=config.fsync)
     # Imported only for S3: boto3 and botocore cost a filesystem-only server ~10 MB.
     import boto3
-    from botocore.config import Config
 
-    from dockyard.storage.s3 import S3BlobStore
+    from dockyard.storage.s3 import S3BlobStore, client_config
 
     assert config.bucket is not None  # checked by StorageSettings
     secret = config.secret_access_key.get_secret_value() if config.secret_access_key else None
@@ -28,13 +27,7 @@ def build_store(config: StorageSettings, default_path: Path, default_prefix: str
         # None lets boto3 use the standard chain: env, shared files, instance roles.
         aws_access_key_id=config.access_key_id,
         aws_secret_access_key=secret,
-        config=Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path" if config.path_style else "auto"},
-            # Adaptive retries back off on SlowDown / 503 instead of failing the request.
-            retries={"max_attempts": config.max_attempts, "mode": "adaptive"},
-            max_pool_connections=32,
-        ),
+        config=client_config(path_style=config.path_style, max_attempts=config.max_attempts),
     )
     prefix = "/".join(p for p in (config.prefix.strip("/"), default_prefix) if p)
     return S3BlobStore(

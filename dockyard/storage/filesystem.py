@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+import stat
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from anyio import to_thread
 
-from dockyard.storage.base import InvalidOffsetError, PathNotFoundError, StorageError
+from dockyard.storage.base import (
+    InvalidOffsetError,
+    PathNotFoundError,
+    StorageError,
+    StoredObject,
+)
 
 # Writes are gathered into batches of this size and handed to a worker thread together
 # with the hashing, so the event loop never blocks on the disk and the thread hop is paid
@@ -33,6 +41,8 @@ class FilesystemBlobStore:
             return (await to_thread.run_sync(self._path(key).stat)).st_size
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StorageError(f"cannot stat {key}: {exc.strerror}") from exc
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
@@ -48,6 +58,8 @@ class FilesystemBlobStore:
             handle = await to_thread.run_sync(path.open, "rb")
         except FileNotFoundError:
             raise PathNotFoundError(key) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc.strerror}") from exc
         try:
             await to_thread.run_sync(handle.seek, offset)
             remaining = length
@@ -119,8 +131,16 @@ class FilesystemBlobStore:
                     batch, pending = [], 0
             await to_thread.run_sync(flush, b"".join(batch), True)
             size += pending
-        except OSError as exc:
-            raise StorageError(f"cannot write {key}: {exc.strerror}") from exc
+        except Exception as exc:
+            if fd is not None:
+                # What this attempt wrote past `offset` is no part of the upload (the database
+                # still says `offset`): give it back now, or a disk that filled up would stay
+                # full until the abandoned upload expires.
+                with contextlib.suppress(OSError):
+                    await to_thread.run_sync(os.ftruncate, fd, offset)
+            if isinstance(exc, OSError):  # ENOSPC, EDQUOT, EIO: a 503 the client retries
+                raise StorageError(f"cannot write {key}: {exc.strerror}") from exc
+            raise
         finally:
             if fd is not None:
                 await to_thread.run_sync(os.close, fd)
@@ -158,7 +178,10 @@ class FilesystemBlobStore:
             else:
                 path.unlink(missing_ok=True)
 
-        await to_thread.run_sync(remove)
+        try:
+            await to_thread.run_sync(remove)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key}: {exc.strerror}") from exc
 
     async def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
@@ -171,5 +194,23 @@ class FilesystemBlobStore:
                 for p in base.rglob("*")
                 if p.is_file()
             )
+
+        return await to_thread.run_sync(walk)
+
+    async def scan(self, prefix: str) -> Sequence[StoredObject]:
+        base = self._path(prefix)
+
+        def walk() -> list[StoredObject]:
+            found = []
+            for path in sorted(base.rglob("*")) if base.exists() else []:
+                try:
+                    info = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted while we walked
+                if stat.S_ISREG(info.st_mode):
+                    key = str(path.relative_to(self.root)).replace(os.sep, "/")
+                    modified = datetime.fromtimestamp(info.st_mtime, UTC)
+                    found.append(StoredObject(key, info.st_size, modified))
+            return found
 
         return await to_thread.run_sync(walk)

@@ -11,18 +11,51 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dockyard.storage.base import InvalidOffsetError, PathNotFoundError, StorageError
+from dockyard.storage.base import (
+    InvalidOffsetError,
+    PathNotFoundError,
+    StorageError,
+    StoredObject,
+)
 
 MIN_PART = 5 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
+# botocore waits 60 s for a connection and 60 s for each read, and retries timeouts like any
+# other error: with 10 attempts a stalled store held a request for ten minutes or more. An
+# S3 answers in well under a second and keeps long operations (CompleteMultipartUpload, a
+# large copy) alive with whitespace, so these only cut off a store that has stopped
+# answering; a request then fails (503) after at most about max_attempts x READ_TIMEOUT.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 20.0
+
+
+def client_config(
+    *,
+    path_style: bool,
+    max_attempts: int,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = READ_TIMEOUT,
+) -> Config:
+    """The botocore settings of the store's S3 client."""
+    return Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if path_style else "auto"},
+        # Adaptive retries back off on SlowDown / 503 instead of failing the request.
+        retries={"max_attempts": max_attempts, "mode": "adaptive"},
+        max_pool_connections=32,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
 
 
 @dataclass
@@ -79,6 +112,16 @@ class S3BlobStore:
         except BotoCoreError as exc:
             raise StorageError(f"S3 {method} failed: {exc}") from exc
 
+    @staticmethod
+    async def _read_body(body: Any, size: int | None = None) -> bytes:
+        # A body stops arriving after its headers did (a stalled or dropped connection):
+        # botocore raises then, outside _call.
+        try:
+            data: bytes = await to_thread.run_sync(body.read, size)
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 read failed: {exc}") from exc
+        return data
+
     # -- reading -----------------------------------------------------------------------------
 
     async def stat(self, key: str) -> int | None:
@@ -121,7 +164,7 @@ class S3BlobStore:
         body = response["Body"]
         try:
             while True:
-                chunk = await to_thread.run_sync(body.read, READ_CHUNK)
+                chunk = await self._read_body(body, READ_CHUNK)
                 if not chunk:
                     return
                 yield chunk
@@ -142,7 +185,7 @@ class S3BlobStore:
             response = await self._call("get_object", Bucket=self.bucket, Key=self._state_key(key))
         except PathNotFoundError:
             return _UploadState()
-        raw = json.loads(await to_thread.run_sync(response["Body"].read))
+        raw = json.loads(await self._read_body(response["Body"]))
         previous = raw.get("previous")
         return _UploadState(
             upload_id=raw["upload_id"],
@@ -161,8 +204,7 @@ class S3BlobStore:
         response = await self._call(
             "get_object", Bucket=self.bucket, Key=checkpoint.tail_key, Range=f"bytes=0-{upto - 1}"
         )
-        data: bytes = await to_thread.run_sync(response["Body"].read)
-        return data
+        return await self._read_body(response["Body"])
 
     async def append(
         self,
@@ -300,34 +342,105 @@ class S3BlobStore:
             if _missing(exc):
                 raise PathNotFoundError(source) from exc
             raise StorageError(f"S3 copy failed: {exc}") from exc
+        except BotoCoreError as exc:  # a timeout, a dropped connection
+            raise StorageError(f"S3 copy failed: {exc}") from exc
         await self._call("delete_object", Bucket=self.bucket, Key=source_key)
 
     async def delete(self, key: str) -> None:
-        state = await self._load(key)
-        if state.upload_id is not None:
-            with contextlib.suppress(PathNotFoundError):
-                await self._call(
-                    "abort_multipart_upload",
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    UploadId=state.upload_id,
-                )
-            await self._forget_upload(key, state)
+        # Appends not yet sealed at `key` or under it (a cancelled upload's `uploads/<id>`)
+        # keep a multipart upload and bookkeeping that no listing of `key/` shows: abort and
+        # drop them too, or each abandoned upload would leave its parts billed forever.
+        aux_prefix = self._aux(key, "")
+        bookkeeping = await self._listing(aux_prefix)
+        for item in bookkeeping:
+            if item["Key"].endswith("/state.json"):
+                written = item["Key"][len(self._aux_root) : -len("/state.json")]
+                state = await self._load(written)
+                if state.upload_id is not None:
+                    await self._abort(self._key(written), state.upload_id)
+        # One started before its first state was saved (a crash in between) has no state.
+        for upload in await self._multipart_uploads(self._key(key)):
+            if upload["Key"] == self._key(key) or upload["Key"].startswith(self._key(key) + "/"):
+                await self._abort(upload["Key"], upload["UploadId"])
+        for item in bookkeeping:
+            await self._call("delete_object", Bucket=self.bucket, Key=item["Key"])
         for found in await self.list(key):
             await self._call("delete_object", Bucket=self.bucket, Key=self._key(found))
         await self._call("delete_object", Bucket=self.bucket, Key=self._key(key))
 
-    async def list(self, prefix: str) -> list[str]:
-        full = self._key(prefix).rstrip("/") + "/"
+    async def _abort(self, full_key: str, upload_id: str) -> None:
+        with contextlib.suppress(PathNotFoundError):
+            await self._call(
+                "abort_multipart_upload", Bucket=self.bucket, Key=full_key, UploadId=upload_id
+            )
 
-        def walk() -> list[str]:
-            keys: list[str] = []
+    @property
+    def _aux_root(self) -> str:
+        return f"{self.prefix}_multipart/"
+
+    def _under(self, prefix: str) -> str:
+        """The full key prefix of everything under `prefix` ('' is the whole store)."""
+        return self._key(prefix).rstrip("/") + "/" if prefix.strip("/") else self.prefix
+
+    async def _listing(self, full_prefix: str) -> list[dict[str, Any]]:
+        def walk() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = []
             paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
-            return sorted(keys)
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                items.extend(page.get("Contents", []))
+            return items
 
         try:
             return await to_thread.run_sync(walk)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 list failed: {exc}") from exc
+
+    async def _multipart_uploads(self, full_prefix: str) -> list[dict[str, Any]]:
+        def walk() -> list[dict[str, Any]]:
+            uploads: list[dict[str, Any]] = []
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                uploads.extend(page.get("Uploads", []))
+            return uploads
+
+        try:
+            return await to_thread.run_sync(walk)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 list of multipart uploads failed: {exc}") from exc
+
+    async def list(self, prefix: str) -> list[str]:
+        items = await self._listing(self._under(prefix))
+        return sorted(
+            key
+            for key in (item["Key"][len(self.prefix) :] for item in items)
+            if not key.startswith("_multipart/")
+        )
+
+    async def scan(self, prefix: str) -> Sequence[StoredObject]:
+        found: dict[str, StoredObject] = {}
+        for item in await self._listing(self._under(prefix)):
+            key = item["Key"][len(self.prefix) :]
+            if not key.startswith("_multipart/"):
+                found[key] = StoredObject(key, int(item["Size"]), _utc(item["LastModified"]))
+        # An unsealed append shows as its bookkeeping and its multipart upload, not as an
+        # object; its last change is the newest of them.
+        pending: dict[str, datetime] = {}
+        aux_prefix = self._aux_root + self._under(prefix)[len(self.prefix) :]
+        for item in await self._listing(aux_prefix):
+            written = item["Key"][len(self._aux_root) :].rpartition("/")[0]
+            pending[written] = max(pending.get(written, _EPOCH), _utc(item["LastModified"]))
+        for upload in await self._multipart_uploads(self._under(prefix)):
+            written = upload["Key"][len(self.prefix) :]
+            pending[written] = max(pending.get(written, _EPOCH), _utc(upload["Initiated"]))
+        for written, modified in pending.items():
+            if written not in found:
+                size = (await self._load(written)).current.size
+                found[written] = StoredObject(written, size, modified)
+        return sorted(found.values(), key=lambda stored: stored.key)
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
