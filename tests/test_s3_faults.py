@@ -4,12 +4,10 @@ a 503 the clients retry, never a 500 or a corrupted blob."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from http.server import BaseHTTPRequestHandler
 
 import anyio
 import pytest
@@ -18,6 +16,7 @@ from dockyard.config import StorageSettings
 from dockyard.storage.base import StorageError
 from dockyard.storage.factory import build_store
 from tests.oci_client import OCIClient, sha256
+from tests.s3_proxy import S3Proxy, answer_error
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
 SLOW_DOWN = (
@@ -26,7 +25,7 @@ SLOW_DOWN = (
 )
 
 
-class ThrottlingProxy:
+class ThrottlingProxy(S3Proxy):
     """Forwards to the real S3 server, answering every `every`-th request with 503 SlowDown
     instead (every=1: all of them)."""
 
@@ -34,61 +33,17 @@ class ThrottlingProxy:
         self.every = every
         self.seen = 0
         self.throttled = 0
-        target = urlsplit(upstream)
-        proxy = self
-        lock = threading.Lock()
+        self.lock = threading.Lock()
+        super().__init__(upstream)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                with lock:
-                    proxy.seen += 1
-                    throttle = proxy.seen % proxy.every == 0
-                    proxy.throttled += throttle
-                if throttle:
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(SLOW_DOWN)))
-                    self.end_headers()
-                    self.wfile.write(SLOW_DOWN)
-                    return
-                upstream_conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-                upstream_conn.putrequest(
-                    self.command, self.path, skip_host=True, skip_accept_encoding=True
-                )
-                for key, value in self.headers.items():
-                    upstream_conn.putheader(key, value)
-                upstream_conn.endheaders(body or None)
-                answer = upstream_conn.getresponse()
-                data = answer.read()
-                self.send_response(answer.status)
-                for key, value in answer.getheaders():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(key, value)
-                # A HEAD answer has no body but tells the size of the object.
-                size = answer.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", size or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                upstream_conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def intercept(self, handler: BaseHTTPRequestHandler) -> bool:
+        with self.lock:
+            self.seen += 1
+            throttle = self.seen % self.every == 0
+            self.throttled += throttle
+        if throttle:
+            answer_error(handler, 503, SLOW_DOWN)
+        return throttle
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from dockyard.domain.errors import DomainError, NotFoundError
+from dockyard.unavailable import HANDLED, RETRY_AFTER, V1_SENTENCE, is_unavailable, log_unavailable
 
 log = logging.getLogger("dockyard.api")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -84,3 +85,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, ["Something went wrong on our side; please try again"])
+
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):  # an integrity or programming error: a bug, a 500
+            return await _unexpected(request, exc)
+        log_unavailable(request.method, request.url.path, exc)
+        return error_response(503, [V1_SENTENCE], RETRY_AFTER)
+
+    for kind in HANDLED:
+        app.add_exception_handler(kind, _database_error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x646F636B79617264 & 0x7FFFFFFFFFFFFFFF  # "dockyard"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+# How long a SQLite writer waits for the lock of another before its request is a 503;
+# `?timeout=<seconds>` in the URL changes it.
+SQLITE_BUSY_SECONDS = 30.0
+# PostgreSQL: a server that does not answer a connect is an error after this long rather
+# than after the minutes of TCP's own retries (`?connect_timeout=` in the URL wins).
+PG_CONNECT_SECONDS = 5
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry, *, busy_ms: int) -> None:
     # Python's sqlite3 would open transactions itself, lazily and as DEFERRED; take that
     # over so that writers can ask for BEGIN IMMEDIATE (see _sqlite_begin).
     dbapi_connection.isolation_level = None
@@ -24,7 +33,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     cursor.close()
 
 
@@ -45,6 +54,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
+        query = make_url(url).query
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False}
             # Opening a connection costs its PRAGMAs and a schema read. Beyond pool_size, a
@@ -53,10 +63,15 @@ class Database:
             if make_url(url).database not in (None, "", ":memory:"):  # a file: a QueuePool
                 kwargs.update(pool_size=16, max_overflow=48)
         else:
+            # Pre-ping: connections pooled before an outage are found dead at checkout and
+            # replaced, so the server recovers by itself once the database is back.
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if "connect_timeout" not in query:
+                kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_SECONDS}
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            busy = float(str(query.get("timeout", SQLITE_BUSY_SECONDS)))
+            event.listen(self.engine, "connect", partial(_sqlite_pragmas, busy_ms=int(busy * 1000)))
             event.listen(self.engine, "begin", _sqlite_begin)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(dockyard_write=True)
