@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockyard.config import Settings
 from dockyard.db import Database
 from dockyard.db.changes import ChangeFeed, NoChangeFeed, change_feed_for
+from dockyard.domain.audit import AuditLog
 from dockyard.domain.credentials import CredentialService, RobotDirectory
 from dockyard.domain.manifests import ManifestService
 from dockyard.domain.registries import RegistryService
@@ -18,6 +21,7 @@ from dockyard.registry.tokens import TokenService, load_or_create_signing_key
 from dockyard.security import Cipher, SecretHasher, load_or_create_key
 from dockyard.storage import BlobStore
 from dockyard.storage.factory import build_store
+from dockyard.throttle import Throttle
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class Services:
     registries: RegistryService
     credentials: CredentialService
     registry: RegistryContext
+    audit: AuditLog
+    throttle: Throttle
 
     def close(self) -> None:
         self.changes.close()
@@ -52,7 +58,12 @@ def build_stores(settings: Settings) -> dict[uuid.UUID, BlobStore]:
     return stores
 
 
-def build_services(settings: Settings, db: Database | None = None) -> Services:
+def build_services(
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,  # the throttle's; tests travel in time
+) -> Services:
     db = db or Database(settings.resolved_database_url)
     cipher = Cipher(load_or_create_key(_secret(settings.encryption_key), settings.data_dir))
     hasher = SecretHasher()
@@ -81,4 +92,12 @@ def build_services(settings: Settings, db: Database | None = None) -> Services:
         registries=registries,
         credentials=CredentialService(registries, hasher),
         registry=registry,
+        audit=AuditLog(db, settings.robot_prefix),
+        throttle=Throttle(
+            per_source=settings.login_failures_per_source,
+            per_account=settings.login_failures_per_account,
+            window=settings.login_failure_window_seconds,
+            max_keys=settings.login_throttle_max_keys,
+            clock=clock,
+        ),
     )

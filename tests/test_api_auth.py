@@ -13,6 +13,7 @@ ENDPOINTS = [
     ("GET", URL),
     ("POST", URL),
     ("GET", "/v1/regions"),
+    ("GET", "/v1/audit_events"),
     ("GET", f"{URL}/{uuid.uuid4()}"),
     ("PATCH", f"{URL}/{uuid.uuid4()}"),
     ("DELETE", f"{URL}/{uuid.uuid4()}"),
@@ -190,6 +191,7 @@ def test_openapi_lists_every_v1_path_with_its_methods(client):
         f"{URL}/{{registry_id}}": {"GET", "PATCH", "DELETE"},
         f"{URL}/{{registry_id}}/credentials": {"POST", "DELETE"},
         "/v1/regions": {"GET"},
+        "/v1/audit_events": {"GET"},
     }
 
 

@@ -7,6 +7,7 @@ read handler authenticates in the same call and transaction as its read (`read_a
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -15,15 +16,19 @@ from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from dockyard.api.body import read_fields
 from dockyard.api.errors import ApiError
 from dockyard.db import Database
+from dockyard.domain.audit import Actor, TokenHolder, act_as, token_holder_in
 from dockyard.domain.projects import project_for_token_in
 from dockyard.services import Services
+from dockyard.throttle import Block, request_source
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dockyard"'}
 T = TypeVar("T")
+log = logging.getLogger("dockyard.api")
 
 # Threads for /v1's database work, apart from the default pool (40) in which /v2 streams
 # blobs. On SQLite that work is Python from end to end (the file is in this process), so a
@@ -81,23 +86,69 @@ def bearer_token(request: Request) -> str:
     return token
 
 
+class InvalidTokenError(ApiError):
+    def __init__(self) -> None:
+        super().__init__(401, "API token is invalid or has been revoked", headers=_CHALLENGE)
+
+
 def authenticate(session: Session, token: str) -> uuid.UUID:
     """The token's project, read in the caller's transaction; 401 if unknown or revoked."""
     project_id = project_for_token_in(session, token)
     if project_id is None:
-        raise ApiError(401, "API token is invalid or has been revoked", headers=_CHALLENGE)
+        raise InvalidTokenError()
     return project_id
 
 
-def _authenticate_alone(db: Database, token: str) -> uuid.UUID:
+def _holder_alone(db: Database, token: str) -> TokenHolder | None:
     with db.read() as session:
-        return authenticate(session, token)
+        return token_holder_in(session, token)
+
+
+def _too_many(block: Block) -> ApiError:
+    return ApiError(
+        429,
+        "Too many requests with a missing or wrong API token came from this address; "
+        f"try again in {block.retry_after} seconds",
+        headers={"Retry-After": str(block.retry_after)},
+    )
+
+
+async def _token_and_source(request: Request, services: Services) -> tuple[str, str]:
+    """The bearer token and where it comes from. A source that sent too many bad tokens is
+    refused before its token is even looked at; a missing token counts as a bad one."""
+    source = request_source(request, services.settings.trusted_proxies)
+    block = services.throttle.blocked(source)
+    if block is not None:
+        raise _too_many(block)
+    try:
+        return bearer_token(request), source
+    except ApiError:
+        await _count_failure(services, source, None)
+        raise
+
+
+async def _count_failure(services: Services, source: str, token: str | None) -> None:
+    # An API token has no account to count against: anyone may hold it. Per source only.
+    started = services.throttle.failure(source)
+    try:
+        await run_in_threadpool(
+            services.audit.failed_api_token, source, token, blocked=bool(started)
+        )
+    except Exception:
+        # The caller is refused either way; a lost event must not turn that into a 500.
+        log.exception("could not record a failed API token in the audit log")
 
 
 async def current_project(request: Request, services: ServicesDep) -> uuid.UUID:
-    """The caller's project, for handlers that work in transactions of their own."""
-    token = bearer_token(request)
-    return await in_api_thread(services.db, _authenticate_alone, services.db, token)
+    """The caller's project, for handlers that work in transactions of their own; the
+    caller (the token's id and address) is who the audit log names for what they change."""
+    token, source = await _token_and_source(request, services)
+    holder = await in_api_thread(services.db, _holder_alone, services.db, token)
+    if holder is None or not holder.live:
+        await _count_failure(services, source, token)
+        raise InvalidTokenError()
+    act_as(Actor("api_token", str(holder.token_id), source))
+    return holder.project_id
 
 
 ProjectDep = Annotated[uuid.UUID, Depends(current_project)]
@@ -117,8 +168,12 @@ async def read_as_caller(
     """The caller's project and `read(session, project)`, authenticated and read in one
     worker-thread call and one read transaction (a dependency would be a call of its own)."""
     services: Services = request.app.state.services
-    token = bearer_token(request)
-    return await in_api_thread(services.db, _read_as, services.db, token, read)
+    token, source = await _token_and_source(request, services)
+    try:
+        return await in_api_thread(services.db, _read_as, services.db, token, read)
+    except InvalidTokenError:
+        await _count_failure(services, source, token)
+        raise
 
 
 async def body_fields(request: Request) -> dict[str, Any]:

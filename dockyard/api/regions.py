@@ -5,12 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from dockyard.api.deps import ProjectDep, ServicesDep
-from dockyard.api.schemas import ErrorBody, RegionList, RegionOut, json_response
+from dockyard.api.schemas import THROTTLED, ErrorBody, RegionList, RegionOut, json_response
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 
 
-@router.get("", response_model=RegionList, responses={401: {"model": ErrorBody}})
+@router.get(
+    "",
+    response_model=RegionList,
+    responses={
+        401: {"model": ErrorBody, "description": "No, a wrong or a revoked API token"},
+        **THROTTLED,
+    },
+)
 async def list_regions(project: ProjectDep, services: ServicesDep) -> Response:
     return json_response(
         RegionList(

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.api.body import FORM, JSON
 from dockyard.api.deps import FieldsDep, ProjectDep, ServicesDep, read_as_caller
 from dockyard.api.schemas import (
+    THROTTLED,
     ContainerRegistryEnvelope,
     ContainerRegistryList,
     ContainerRegistryOut,
@@ -29,10 +30,17 @@ router = APIRouter(prefix="/v1/container_registries", tags=["container registrie
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No, a wrong or a revoked API token"},
     404: {"model": ErrorBody, "description": "No such registry in this project"},
+    **THROTTLED,
 }
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The request was refused; see the sentences"},
     **_ERRORS,
+}
+# What body.read_fields refuses before a handler sees the fields.
+_BODY_REFUSALS: dict[int | str, dict[str, Any]] = {
+    **_REFUSALS,
+    413: {"model": ErrorBody, "description": "The body is larger than DOCKYARD_MAX_BODY_BYTES"},
+    415: {"model": ErrorBody, "description": "The body is neither JSON nor a form"},
 }
 
 
@@ -60,7 +68,7 @@ async def list_registries(request: Request, services: ServicesDep) -> Response:
     return json_response(listed)
 
 
-@router.post("", responses=_REFUSALS, openapi_extra=_body(RegistryCreate))
+@router.post("", responses=_BODY_REFUSALS, openapi_extra=_body(RegistryCreate))
 def create_registry(
     project: ProjectDep, fields: FieldsDep, services: ServicesDep
 ) -> ContainerRegistryEnvelope:
@@ -84,7 +92,7 @@ async def get_registry(registry_id: str, request: Request, services: ServicesDep
     )
 
 
-@router.patch("/{registry_id}", responses=_REFUSALS, openapi_extra=_body(RegistryUpdate))
+@router.patch("/{registry_id}", responses=_BODY_REFUSALS, openapi_extra=_body(RegistryUpdate))
 def update_registry(
     registry_id: str, project: ProjectDep, fields: FieldsDep, services: ServicesDep
 ) -> ContainerRegistryEnvelope:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from dockyard.domain.credentials import GeneratedCredentials
 from dockyard.domain.registries import RegistryView
+from dockyard.domain.registry_fields import MAX_HOSTNAME, MAX_NAME, MAX_PASSWORD, MAX_USERNAME
 
 RegistryType = Literal["nodion", "docker_hub", "ghcr", "custom"]
 
@@ -96,24 +97,35 @@ class ErrorBody(BaseModel):
     errors: list[str] = Field(examples=[["Name can't be blank"]])
 
 
+# Every /v1 route authenticates through deps.py, which throttles bad tokens: a response
+# each route documents.
+THROTTLED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorBody,
+        "description": "Too many bad API tokens from this address; see Retry-After",
+    },
+}
+
+
 class RegistryCreate(BaseModel):
     """Documents the body of POST; the handler checks it itself to report every problem."""
 
-    name: str = Field(max_length=255, examples=["My Docker Hub"])
+    name: str = Field(min_length=1, max_length=MAX_NAME, examples=["My Docker Hub"])
     registry_type: Literal["docker_hub", "ghcr", "custom"]
     hostname: str | None = Field(
         default=None,
+        max_length=MAX_HOSTNAME,
         examples=["ghcr.io"],
         description="Host with an optional port. Defaults to docker.io / ghcr.io.",
     )
-    username: str | None = Field(default=None, max_length=255)
-    password: str | None = Field(default=None, max_length=4096)
+    username: str | None = Field(default=None, max_length=MAX_USERNAME)
+    password: str | None = Field(default=None, max_length=MAX_PASSWORD)
 
 
 class RegistryUpdate(BaseModel):
     """Documents the body of PATCH: omitted fields keep their value."""
 
-    name: str | None = Field(default=None, max_length=255)
-    hostname: str | None = None
-    username: str | None = Field(default=None, max_length=255)
-    password: str | None = Field(default=None, max_length=4096)
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    hostname: str | None = Field(default=None, max_length=MAX_HOSTNAME)
+    username: str | None = Field(default=None, max_length=MAX_USERNAME)
+    password: str | None = Field(default=None, max_length=MAX_PASSWORD)

@@ -216,3 +216,26 @@ class Upload(Base):
     # Who is writing a chunk right now, until when: one writer at a time across replicas.
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AuditEvent(Base):
+    """Who did what, when, from where: credentials, registry changes and failed logins.
+
+    Never a secret: the actor is an API token's id or a robot's username. A failed login
+    whose username is unknown has no project; such rows are listed to no project.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_project_created", "project_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    action: Mapped[str] = mapped_column(String(64))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # No foreign key: the event of a deleted registry outlives it.
+    registry_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)

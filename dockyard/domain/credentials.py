@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from dockyard.db import Database
 from dockyard.db.models import ContainerRegistry, RobotAccount, utcnow
+from dockyard.domain import audit
+from dockyard.domain.audit import Actor
 from dockyard.domain.errors import RefusedError
 from dockyard.domain.registries import RegistryService, RegistryView
 from dockyard.domain.registry_fields import MANAGED_TYPE
@@ -60,7 +62,11 @@ class CredentialService:
             )
         return view
 
-    def generate(self, project_id: uuid.UUID, registry_ref: str) -> GeneratedCredentials:
+    def generate(
+        self, project_id: uuid.UUID, registry_ref: str, actor: Actor | None = None
+    ) -> GeneratedCredentials:
+        """A robot for a managed registry; its audit event is written in its transaction
+        (`actor` defaults to the caller /v1 authenticated), naming the registry only."""
         view = self._managed(project_id, registry_ref, "generated")
         if view.has_credentials:
             raise self._already()
@@ -83,6 +89,13 @@ class CredentialService:
                     )
                     session.flush()
                     self._touch(session, view.id)
+                    audit.record(
+                        session,
+                        project_id,
+                        audit.CREDENTIALS_GENERATED,
+                        registry_id=view.id,
+                        actor=actor,
+                    )
             except IntegrityError:
                 # Either a concurrent call won the registry's one robot (the unique
                 # registry_id), or the username is taken: tell them apart by looking.
@@ -92,13 +105,18 @@ class CredentialService:
             return GeneratedCredentials(view.id, view.hostname, username, password)
         raise RefusedError("Could not pick a free robot username; please try again")
 
-    def revoke(self, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
+    def revoke(
+        self, project_id: uuid.UUID, registry_ref: str, actor: Actor | None = None
+    ) -> RegistryView:
         view = self._managed(project_id, registry_ref, "deleted")
         if not view.has_credentials:
             raise RefusedError("This registry has no credentials to delete")
         with self.registries.db.write() as session:
             session.execute(delete(RobotAccount).where(RobotAccount.registry_id == view.id))
             self._touch(session, view.id)
+            audit.record(
+                session, project_id, audit.CREDENTIALS_REVOKED, registry_id=view.id, actor=actor
+            )
         return self.registries.get(project_id, registry_ref)
 
     def _touch(self, session: Session, registry_id: uuid.UUID) -> None:

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from dockyard.config import Region, Settings
 from dockyard.db import Database
 from dockyard.db.models import ContainerRegistry, RobotAccount, utcnow
+from dockyard.domain import audit
+from dockyard.domain.audit import Actor
 from dockyard.domain.errors import NotFoundError, RefusedError
 from dockyard.domain.registry_fields import (
     KEEP,
@@ -254,7 +256,12 @@ class RegistryService:
 
     # -- external registries -----------------------------------------------------------------
 
-    def create(self, project_id: uuid.UUID, fields: Mapping[str, Any]) -> RegistryView:
+    # Each change writes its audit event in its own transaction; `actor` defaults to the
+    # caller /v1 authenticated (audit.current_actor).
+
+    def create(
+        self, project_id: uuid.UUID, fields: Mapping[str, Any], actor: Actor | None = None
+    ) -> RegistryView:
         checked = parse_create(fields, self.settings.platform_name)
         with self.db.write() as session:
             now = utcnow()
@@ -272,11 +279,18 @@ class RegistryService:
             row.username_enc = self._seal(row.id, "username", checked.username)
             row.password_enc = self._seal(row.id, "password", checked.password)
             session.add(row)
+            audit.record(
+                session, project_id, audit.REGISTRY_CREATED, registry_id=row.id, actor=actor
+            )
             session.flush()
             return self._view(row, False)
 
     def update(
-        self, project_id: uuid.UUID, registry_ref: str, fields: Mapping[str, Any]
+        self,
+        project_id: uuid.UUID,
+        registry_ref: str,
+        fields: Mapping[str, Any],
+        actor: Actor | None = None,
     ) -> RegistryView:
         with self.db.write() as session:
             row, _ = self._find(session, project_id, registry_ref)
@@ -298,15 +312,23 @@ class RegistryService:
             if change.password is not KEEP:
                 row.password_enc = self._seal(row.id, "password", change.password)
             row.updated_at = utcnow()
+            audit.record(
+                session, project_id, audit.REGISTRY_UPDATED, registry_id=row.id, actor=actor
+            )
             session.flush()
             return self._view(row, False)
 
-    def delete(self, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
+    def delete(
+        self, project_id: uuid.UUID, registry_ref: str, actor: Actor | None = None
+    ) -> RegistryView:
         with self.db.write() as session:
             row, _ = self._find(session, project_id, registry_ref)
             self._refuse_managed(row, "deleted")
             view = self._view(row, False)
             session.delete(row)
+            audit.record(
+                session, project_id, audit.REGISTRY_DELETED, registry_id=row.id, actor=actor
+            )
             return view
 
     def _refuse_managed(self, row: ContainerRegistry, verb: str) -> None:

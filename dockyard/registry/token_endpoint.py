@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
@@ -16,9 +18,14 @@ from dockyard.registry.context import RegistryContext, get_context
 from dockyard.registry.errors import RegistryError
 from dockyard.registry.grammar import parse_name
 from dockyard.registry.tokens import Grant, InvalidTokenError
+from dockyard.throttle import Block, request_source
+
+if TYPE_CHECKING:
+    from dockyard.services import Services
 
 ROBOT_ACTIONS = ("pull", "push", "delete")
 MAX_FORM_BYTES = 16 * 1024
+log = logging.getLogger("dockyard.registry")
 
 
 def _refused(message: str) -> RegistryError:
@@ -104,11 +111,42 @@ async def _robot_for(
         credentials = _basic(request)
     if credentials is None:
         raise _refused("credentials are required: log in with a robot account")
-    if "\x00" in credentials[0]:  # no robot is named so, and PostgreSQL cannot compare it
-        raise _refused("incorrect username or password")
-    robot = await run_in_threadpool(context.robots.authenticate, *credentials)
+    return await _password_login(request, region, *credentials)
+
+
+def _too_many(block: Block) -> RegistryError:
+    whose = "from this address" if block.scope == "source" else "for this account"
+    return RegistryError(
+        "TOOMANYREQUESTS",
+        f"too many failed logins {whose}; try again in {block.retry_after} seconds",
+        headers={"Retry-After": str(block.retry_after)},
+    )
+
+
+async def _password_login(
+    request: Request, region: Region, username: str, password: str
+) -> RobotIdentity:
+    """A robot's login, throttled: a blocked source or account is refused before its
+    password is hashed, so guessing stays slow for them and cheap for us."""
+    services: Services = request.app.state.services
+    source = request_source(request, services.settings.trusted_proxies)
+    block = services.throttle.blocked(source, username)
+    if block is not None:
+        raise _too_many(block)
+    robot = None
+    if "\x00" not in username:  # no robot is named so, and PostgreSQL cannot compare it
+        robot = await run_in_threadpool(services.registry.robots.authenticate, username, password)
     if robot is None or robot.region_id != region.region_id:
+        started = services.throttle.failure(source, username)
+        try:
+            await run_in_threadpool(
+                services.audit.failed_robot_login, source, username, blocked=bool(started)
+            )
+        except Exception:
+            # Refused either way; a lost event must not turn that into a 500.
+            log.exception("could not record a failed login in the audit log")
         raise _refused("incorrect username or password")
+    services.throttle.success(source, robot.username)
     return robot
 
 
