@@ -12,14 +12,16 @@ from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Mount
 
 from dockyard import __version__
-from dockyard.api import regions, registries
+from dockyard.api import audit, regions, registries
 from dockyard.api.errors import error_response, install_error_handlers
 from dockyard.api.read_cache import CachedReads
 from dockyard.config import Settings
 from dockyard.domain.gc import GarbageCollector, GcBusyError
-from dockyard.registry.app import create_registry_app
+from dockyard.header_limit import HeaderLimit
+from dockyard.registry.app import create_registry_app, matching_any_character
 from dockyard.registry.token_endpoint import token_endpoint
 from dockyard.services import Services, build_services
 
@@ -81,11 +83,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(
         CachedReads, feed=services.changes, paths=frozenset({"/v1/container_registries"})
     )
+    app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)  # outermost
     app.include_router(registries.router)
     app.include_router(regions.router)
+    app.include_router(audit.router)
     app.state.registry = services.registry
     app.add_route("/auth/token", token_endpoint, methods=["GET", "POST"], include_in_schema=False)
-    app.mount("/v2", create_registry_app(services.registry))
+    app.router.routes.append(
+        matching_any_character(Mount("/v2", app=create_registry_app(services.registry)))
+    )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +20,7 @@ from pydantic_settings import (
 # A fixed namespace so that a region configured by slug alone keeps the same id on every
 # start and on every replica: clients store region ids.
 REGION_NAMESPACE = uuid.UUID("6f1c1f55-2f0e-4e59-9d8e-3c0b1e0d5a10")
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\Z")
 
 
 class StorageSettings(BaseModel):
@@ -100,6 +100,8 @@ class Settings(BaseSettings):
 
     encryption_key: SecretStr | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # All of a request's header lines together; more is 431 (dockyard/header_limit.py).
+    max_header_bytes: int = Field(default=64 * 1024, ge=8 * 1024)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # The HTTP server under the app: granian sends files through the ASGI pathsend
     # extension (blob pulls without copying through Python); uvicorn is the common default.
@@ -117,12 +119,24 @@ class Settings(BaseSettings):
     robot_check_seconds: float = Field(default=30.0, ge=0, le=60)
     max_manifest_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_page_size: int = Field(default=1000, ge=1)
+    # Open (unexpired) upload sessions one repository may have; one more is 429 TOOMANYREQUESTS.
+    max_uploads_per_repository: int = Field(default=100, ge=1)
     storage: StorageSettings = Field(default_factory=StorageSettings)
 
     # Garbage collection.
     gc_grace_seconds: float = Field(default=3600, ge=0)
     upload_ttl_seconds: float = Field(default=24 * 3600, ge=60)
     gc_interval_seconds: float = Field(default=0, ge=0)  # 0: only `dockyard gc`
+
+    # Throttling of failed logins (/auth/token) and API tokens (/v1), counted in each
+    # process's memory (dockyard/throttle.py): a replica allows this much on its own.
+    login_failures_per_account: int = Field(default=10, ge=1)
+    login_failures_per_source: int = Field(default=30, ge=1)
+    login_failure_window_seconds: float = Field(default=60, gt=0, le=24 * 3600)
+    login_throttle_max_keys: int = Field(default=100_000, ge=100)
+    # Proxies whose X-Forwarded-For is believed (CIDRs); behind a load balancer, without
+    # this, every request would seem to come from the balancer.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

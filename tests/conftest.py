@@ -20,6 +20,7 @@ from dockyard.config import Settings
 from dockyard.db import Database
 from dockyard.db.models import Base
 from dockyard.domain.projects import NewProject, create_project
+from tests.oci_client import OCIClient
 from tests.s3server import S3Server, start_s3
 from tests.support import Server, start_server
 
@@ -168,6 +169,12 @@ def robot(client: TestClient, auth: dict[str, str], project: NewProject) -> Robo
     assert created.status_code == 201, created.text
     body = created.json()["container_registry"]
     return Robot(body["username"], body["password"], str(project.id), body["id"], body["hostname"])
+
+
+@pytest.fixture
+def oci(client: TestClient, robot: Robot) -> OCIClient:
+    """A registry client logged in as the robot of the test's project."""
+    return OCIClient(client, robot.username, robot.password)
 
 
 @pytest.fixture

@@ -20,11 +20,6 @@ NOW = timedelta(0)
 
 
 @pytest.fixture
-def oci(client, robot) -> OCIClient:
-    return OCIClient(client, robot.username, robot.password)
-
-
-@pytest.fixture
 def repo(robot) -> str:
     return f"{robot.project_id}/app"
 

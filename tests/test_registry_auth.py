@@ -26,11 +26,6 @@ REALM = "http://testserver/auth/token"
 
 
 @pytest.fixture
-def oci(client, robot) -> OCIClient:
-    return OCIClient(client, robot.username, robot.password)
-
-
-@pytest.fixture
 def repo(oci, robot) -> str:
     """A repository of the robot's project holding one image."""
     name = f"{robot.project_id}/app"

@@ -19,11 +19,6 @@ SHAPES = ["single_post", "post_put", "stream", "chunked", "chunked_put"]
 
 
 @pytest.fixture
-def oci(client, robot) -> OCIClient:
-    return OCIClient(client, robot.username, robot.password)
-
-
-@pytest.fixture
 def name(robot) -> str:
     return f"{robot.project_id}/app"
 

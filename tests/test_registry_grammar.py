@@ -6,14 +6,9 @@ import uuid
 
 import pytest
 
-from tests.oci_client import OCIClient, assert_error, sha256, sha512
+from tests.oci_client import assert_error, sha256, sha512
 
 ABSENT = "sha256:" + "0" * 64
-
-
-@pytest.fixture
-def oci(client, robot) -> OCIClient:
-    return OCIClient(client, robot.username, robot.password)
 
 
 # -- repository names ----------------------------------------------------------------------

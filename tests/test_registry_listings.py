@@ -28,11 +28,6 @@ LINK = re.compile(r'^<(?P<url>[^>]+)>; rel="next"$')
 
 
 @pytest.fixture
-def oci(client, robot) -> OCIClient:
-    return OCIClient(client, robot.username, robot.password)
-
-
-@pytest.fixture
 def name(robot) -> str:
     return f"{robot.project_id}/app"
 

@@ -27,11 +27,6 @@ LAYER = b"layer bytes"
 
 
 @pytest.fixture
-def oci(client, robot) -> OCIClient:
-    return OCIClient(client, robot.username, robot.password)
-
-
-@pytest.fixture
 def name(robot) -> str:
     return f"{robot.project_id}/app"
 

@@ -26,11 +26,6 @@ from tests.oci_client import (
 
 
 @pytest.fixture
-def oci(client, robot) -> OCIClient:
-    return OCIClient(client, robot.username, robot.password)
-
-
-@pytest.fixture
 def repo(oci, robot) -> str:
     """A repository of the robot's project holding one image."""
     name = f"{robot.project_id}/app"

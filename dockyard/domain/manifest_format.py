@@ -30,11 +30,13 @@ FOREIGN_LAYERS = (
 )
 MAX_REFERENCES = 10_000
 # RFC 6838, as the image spec requires of media and artifact types; this also keeps them
-# within the 255 characters (and free of the NUL bytes) the database can hold.
+# within the 255 characters (and free of the NUL bytes) the database can hold, and out of
+# a Content-Type header with a line break in it (\Z: "$" allows a final newline).
 MEDIA_TYPE_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
 )
 MAX_DIGEST = 150  # the width of the database's digest columns
+MAX_SIZE = 2**63 - 1  # descriptor sizes are int64 in the image spec
 
 
 def _invalid(message: str) -> RegistryError:
@@ -71,8 +73,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         raise _invalid(f"{where}.mediaType must be a non-empty string")
     if not isinstance(digest, str) or not DIGEST_RE.match(digest) or len(digest) > MAX_DIGEST:
         raise _invalid(f"{where}.digest must be a digest such as sha256:<hex>")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise _invalid(f"{where}.size must be a non-negative integer")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
+        raise _invalid(f"{where}.size must be a non-negative 64-bit integer")
     return Descriptor(media_type, digest, size)
 
 
@@ -115,9 +117,35 @@ def _annotations(document: dict[str, Any]) -> dict[str, str]:
     return value
 
 
+class _AmbiguousJSONError(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A key given twice is read as its last copy here and maybe as its first elsewhere:
+    # the layers a client pulls would then differ from those kept from collection.
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _AmbiguousJSONError(f"manifest has the key {key[:100]!r} more than once")
+        document[key] = value
+    return document
+
+
+def _constant(name: str) -> Any:
+    raise _AmbiguousJSONError(f"manifest has {name}, which is not a JSON number")
+
+
 def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
     try:
-        document = json.loads(content)
+        # UTF-8 only, as JSON between systems must be: json.loads would also take UTF-16/32.
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid("manifest is not UTF-8 text") from None
+    try:
+        document = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
+    except _AmbiguousJSONError as exc:
+        raise _invalid(str(exc)) from None
     except (ValueError, RecursionError):
         raise _invalid("manifest is not valid JSON") from None
     if not isinstance(document, dict):

@@ -22,7 +22,7 @@ MAX_USERNAME = 255
 MAX_PASSWORD = 4096
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_DNS_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_DNS_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\Z")
 _HOST_EXAMPLE = "e.g. registry.example.com or registry.example.com:5000"
 
 _LABELS = {

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from dockyard.db import Database
 from dockyard.db.models import Repository, Upload, utcnow
@@ -52,6 +52,18 @@ class UploadService:
                 )
             )
         return upload
+
+    def count_open(self, repo: RepoRef, ttl: timedelta) -> int:
+        """The repository's upload sessions that garbage collection would not yet expire."""
+        with self.db.read_connection() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Upload)
+                    .where(Upload.repository_id == repo.id, Upload.updated_at >= utcnow() - ttl)
+                )
+                or 0
+            )
 
     def find(
         self, region_id: uuid.UUID, name: str, upload_id: uuid.UUID
@@ -127,6 +139,18 @@ class UploadService:
                 .values(size=new_size, updated_at=utcnow(), claimed_by=None, claimed_until=None)
             )
             return bool(getattr(result, "rowcount", 0))
+
+    def release_every_claim(self) -> int:
+        """Let go of every claim: for a server that starts on a database only it uses (SQLite),
+        any claim left is one a killed process held, and waiting for it to expire would make
+        a client's resumed upload fail (416) for up to a minute."""
+        with self.db.write_connection() as session:
+            result = session.execute(
+                update(Upload)
+                .where(Upload.claimed_by.is_not(None))
+                .values(claimed_by=None, claimed_until=None)
+            )
+            return int(getattr(result, "rowcount", 0))
 
     def forget(self, upload_id: uuid.UUID) -> None:
         with self.db.write_connection() as session:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard.registry import blobs, listings, manifests, uploads
@@ -16,6 +17,7 @@ from dockyard.registry.access import authenticate
 from dockyard.registry.context import RegistryContext, get_context
 from dockyard.registry.errors import RegistryError
 from dockyard.storage.base import StorageError
+from dockyard.unavailable import HANDLED, RETRY_AFTER, V2_MESSAGE, is_unavailable, log_unavailable
 
 log = logging.getLogger("dockyard.registry")
 API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
@@ -49,6 +51,13 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     ).response()
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    if not is_unavailable(exc):  # an integrity or programming error: a bug, a 500
+        return await _unexpected(request, exc)
+    log_unavailable(request.method, request.url.path, exc)
+    return RegistryError("UNAVAILABLE", V2_MESSAGE, headers=RETRY_AFTER).response()
+
+
 async def _disconnect(_request: Request, _exc: Exception) -> Response:
     return Response(status_code=400)  # nobody is listening any more
 
@@ -77,6 +86,14 @@ class ApiVersionHeader:
         await self.app(scope, receive, send_with_header)
 
 
+def matching_any_character(route: Route | Mount) -> Route | Mount:
+    """Starlette's `path` convertor is `.*`, which stops at a newline, so `/v2/a%0Ab/...`
+    would fall through to a bare 404 of the outer app. Matched across lines, the name or
+    reference reaches its parser and gets the OCI error it deserves (NAME_INVALID...)."""
+    route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+    return route
+
+
 def create_registry_app(context: RegistryContext) -> ASGIApp:
     name = "/{name:path}"
     routes = [
@@ -97,11 +114,12 @@ def create_registry_app(context: RegistryContext) -> ASGIApp:
         Route(f"{name}/referrers/{{digest}}", listings.list_referrers, methods=["GET"]),
     ]
     app = Starlette(
-        routes=routes,
+        routes=[matching_any_character(route) for route in routes],
         exception_handlers={
             RegistryError: _registry_error,
             HTTPException: _http_error,
             StorageError: _storage_error,
+            **dict.fromkeys(HANDLED, _database_error),
             ClientDisconnect: _disconnect,
             Exception: _unexpected,
         },

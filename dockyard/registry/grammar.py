@@ -11,10 +11,12 @@ from dockyard.registry.errors import RegistryError
 # OCI distribution-spec: path components joined by "/", each lower-case alphanumerics with
 # single separators (".", "_", "__", or runs of "-").
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
-DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-_ENCODED = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
+# Anchored with \Z, not $: "$" also matches before a final newline, and "latest\n" (from
+# /manifests/latest%0A) would be stored as a tag.
+NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
+DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+\Z")
+_ENCODED = {"sha256": re.compile(r"^[a-f0-9]{64}\Z"), "sha512": re.compile(r"^[a-f0-9]{128}\Z")}
 MAX_NAME = 255
 
 
@@ -26,6 +28,12 @@ class RepoName:
     project_id: uuid.UUID
 
 
+def _shown(value: str) -> str:
+    """`value` as it can be echoed in an error body: a lone surrogate (which a server that
+    decodes paths with surrogateescape lets through) can't be encoded as UTF-8."""
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def parse_name(name: str) -> RepoName:
     if len(name) > MAX_NAME:
         raise RegistryError("NAME_INVALID", f"repository name is longer than {MAX_NAME} characters")
@@ -34,7 +42,7 @@ def parse_name(name: str) -> RepoName:
             "NAME_INVALID",
             "repository name must be lower-case path components of letters and digits "
             "joined by '.', '_', '__' or '-', separated by '/'",
-            detail={"name": name},
+            detail={"name": _shown(name)},
         )
     head, sep, _ = name.partition("/")
     try:
@@ -45,7 +53,7 @@ def parse_name(name: str) -> RepoName:
         raise RegistryError(
             "NAME_INVALID",
             "repository name must start with your project id: <project-id>/<image>",
-            detail={"name": name},
+            detail={"name": _shown(name)},
         )
     return RepoName(name, project_id)
 

@@ -27,9 +27,14 @@ def _page(request: Request, max_page: int) -> tuple[int, str | None]:
     last = request.query_params.get("last", "").partition("\x00")[0] or None
     if n is None or n == "":
         return max_page, last
-    if not n.isdigit():
+    # isdigit() alone takes "²" (int() then fails) and digits of other scripts; int() of
+    # thousands of digits fails too. Anything longer than the limit is the limit.
+    if not (n.isascii() and n.isdigit()):
         raise RegistryError("PAGINATION_NUMBER_INVALID", "n must be a non-negative integer")
-    return min(int(n), max_page), last
+    digits = n.lstrip("0") or "0"
+    if len(digits) > len(str(max_page)):
+        return max_page, last
+    return min(int(digits), max_page), last
 
 
 def _listing(

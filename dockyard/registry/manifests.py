@@ -10,11 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dockyard.domain.manifest_format import parse_manifest
+from dockyard.domain.manifest_format import ParsedManifest, parse_manifest
+from dockyard.domain.repositories import RepoRef
 from dockyard.registry.access import DELETE, PULL, PUSH
 from dockyard.registry.errors import RegistryError
 from dockyard.registry.grammar import TAG_RE, is_digest, parse_reference
-from dockyard.registry.request import content_length, repo_request
+from dockyard.registry.request import RepoRequest, content_length, repo_request
 
 
 async def _read_manifest(request: Request, limit: int) -> bytes:
@@ -32,6 +33,23 @@ async def _read_manifest(request: Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _repository_for(req: RepoRequest, parsed: ParsedManifest) -> RepoRef:
+    """The repository to store the manifest in. A manifest that names blobs or manifests
+    can only be stored where they are, so it creates no repository: its refusal must not
+    leave an empty one behind in the catalog."""
+    named = sorted({d.digest for d in parsed.blobs}) + sorted({d.digest for d in parsed.manifests})
+    if not named:
+        return await req.repository_for_push()
+    try:
+        return await req.repository()
+    except RegistryError:
+        raise RegistryError(
+            "MANIFEST_BLOB_UNKNOWN",
+            f"the manifest references {named[0]}, which this repository does not hold",
+            detail={"digest": named[0]},
+        ) from None
 
 
 async def put_manifest(request: Request) -> Response:
@@ -52,7 +70,7 @@ async def put_manifest(request: Request) -> Response:
             )
         # Kept, and answered, under the digest the client chose (sha512 included).
         parsed = dataclasses.replace(parsed, digest=digest)
-    repo = await req.repository_for_push()
+    repo = await _repository_for(req, parsed)
     await run_in_threadpool(req.context.manifests.put, repo, reference, parsed, content)
     headers = {
         "Location": f"{req.base}/manifests/{parsed.digest}",

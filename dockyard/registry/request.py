@@ -15,6 +15,8 @@ from dockyard.registry.errors import RegistryError
 from dockyard.registry.grammar import RepoName, parse_name
 from dockyard.registry.tokens import TokenClaims
 
+MAX_LENGTH_DIGITS = 18
+
 
 @dataclass(frozen=True)
 class RepoRequest:
@@ -55,6 +57,8 @@ def content_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit():
+    # isascii(): "²".isdigit() is true and int() of it fails; more than 18 digits is more
+    # than any disk holds, and int() of a megabyte of digits is slow on purpose (CPython).
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_LENGTH_DIGITS):
         raise RegistryError("SIZE_INVALID", "Content-Length must be a non-negative integer")
     return int(value)

@@ -9,6 +9,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from anyio import to_thread
 from starlette.concurrency import run_in_threadpool
@@ -26,7 +27,7 @@ from dockyard.storage.paths import blob_key, upload_key, upload_prefix
 
 # A writer that dies keeps others out of its upload this long at most; a living one renews.
 CLAIM_SECONDS = 60.0
-_CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?\Z", re.ASCII)
 
 
 def _upload_headers(req: RepoRequest, upload_id: str, size: int) -> dict[str, str]:
@@ -188,6 +189,22 @@ async def _try_mount(req: RepoRequest, repo: RepoRef, digest: str, source: str) 
     return bool(await run_in_threadpool(context.repositories.link_blob, repo, digest))
 
 
+async def _check_session_limit(req: RepoRequest, repo: RepoRef) -> None:
+    """429 when the repository has as many open upload sessions as allowed: each holds a
+    row and storage until it is finished, cancelled or expires. Counted, then started, so
+    concurrent starts on several replicas may go a few over."""
+    settings = req.context.settings
+    limit = settings.max_uploads_per_repository
+    ttl = timedelta(seconds=settings.upload_ttl_seconds)
+    if await run_in_threadpool(req.context.uploads.count_open, repo, ttl) >= limit:
+        raise RegistryError(
+            "TOOMANYREQUESTS",
+            f"this repository has {limit} unfinished uploads, the most allowed; finish or "
+            "cancel one (DELETE its Location), or wait until it expires",
+            detail={"max_uploads_per_repository": limit},
+        )
+
+
 async def start_upload(request: Request) -> Response:
     req = await repo_request(request, PULL, PUSH)
     query = request.query_params
@@ -204,6 +221,7 @@ async def start_upload(request: Request) -> Response:
         else:
             if await _try_mount(req, repo, digest, query.get("from", "")):
                 return _blob_created(req, digest)
+    await _check_session_limit(req, repo)
     upload = await run_in_threadpool(req.context.uploads.start, repo)
     if single is not None:  # monolithic: POST ?digest= with the whole blob
         async with req.context.hashers.lock(upload.id):
