@@ -24,6 +24,8 @@ from granian.constants import Interfaces
 from granian.log import LogLevels
 from granian.server.embed import Server
 
+from dockyard.log_redaction import protect_access_logs
+
 DEFAULT_TARGET = "dockyard.asgi:application"
 
 
@@ -72,6 +74,7 @@ async def _serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
     logging.getLogger("_granian").addFilter(_QuietExperimentalNotice())
+    protect_access_logs("granian.access")
     try:
         import uvloop  # what granian's worker processes run on, when it is installed
     except ImportError:

@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
 import shlex
+import signal
 import stat
 import subprocess
 import sys
+import time
 import uuid
+from pathlib import Path
 
 import httpx
 
 from dockyard.config import Settings
 from dockyard.registry.tokens import TokenService
 from dockyard.security import Cipher, parse_key
-from tests.support import Server
+from tests.support import Server, free_port
 
 EXTERNAL_PASSWORD = "hub-pass-0f7c2e9a"  # a value the logs must never show
 
 
-def test_first_start_prints_and_saves_a_working_token(server: Server) -> None:
+def test_first_start_saves_a_working_token_and_keeps_it_out_of_the_log(server: Server) -> None:
     token_file = server.data_dir / "first-project-token"
     token = token_file.read_text().strip()
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     log = server.log()
-    assert token in log
+    assert token not in log  # the output is a file here, not a terminal
+    assert f"Saved to {token_file} (mode 0600)" in log
     assert f'curl -H "Authorization: Bearer $(cat {token_file})" ' in log
     assert f"http://localhost:{server.port}/v1/container_registries" in log
 
@@ -156,3 +163,30 @@ def test_keys_prints_settings_that_replicas_can_share(tmp_path) -> None:
     tokens = TokenService(settings.token_signing_key.get_secret_value().encode(), "dockyard", 60)
     issued = tokens.issue("robot", uuid.uuid4(), "registry.test", [])
     assert tokens.verify(issued.token, "registry.test").subject == "robot"
+
+
+def test_on_a_terminal_the_first_token_is_shown_once(tmp_path: Path) -> None:
+    """`make run` in a terminal: the token is on the screen, as the first thing to use."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
+    env.update(DOCKYARD_DATA_DIR=str(data_dir), COLUMNS="200")
+    argv = [sys.executable, "-m", "dockyard", "serve", "--port", str(free_port())]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: serve, on the pseudo-terminal
+        os.execve(sys.executable, argv, env)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"List its registries" not in screen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1)
+            if ready:
+                try:
+                    screen += os.read(fd, 65536)
+                except OSError:  # the child closed the terminal: it has ended
+                    break
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    token = (data_dir / "first-project-token").read_text().strip()
+    assert token.encode() in screen, screen.decode(errors="replace")[-2000:]

@@ -17,6 +17,7 @@ from dockyard.app import build_services, create_app
 from dockyard.cli.options import ConfigOption, DataDirOption, open_database, settings_from
 from dockyard.config import Settings
 from dockyard.domain.projects import NewProject, create_first_project
+from dockyard.log_redaction import protect_access_logs
 
 # granian's default leaves out the query string, which says what an upload request did.
 ACCESS_LOG = '[%(time)s] %(addr)s - "%(method)s %(path)s?%(query_string)s %(protocol)s" %(status)d'
@@ -41,11 +42,16 @@ def _announce(settings: Settings, first: NewProject) -> None:
         f'curl -H "Authorization: Bearer $(cat {shlex.quote(str(path))})" '
         f"{base}/v1/container_registries"
     )
+    if sys.stdout.isatty():
+        shown = f"Its API token, shown only this once:\n[bold]{first.api_token}[/bold]\n\n"
+    else:
+        # Not a terminal: a journal, a container log, a CI log, where a secret would stay
+        # for anyone who can read logs. The file is readable by this user only.
+        shown = "Its API token is not printed, as this output is not a terminal.\n"
     out.print(
         Panel.fit(
             f"Created the first project [bold]{first.name}[/bold] ({first.id}).\n\n"
-            f"Its API token, shown only this once:\n[bold]{first.api_token}[/bold]\n\n"
-            f"Saved to {path} (mode 0600).",
+            f"{shown}Saved to {path} (mode 0600).",
             title="Dockyard",
         )
     )
@@ -75,6 +81,10 @@ def serve(
         raise typer.Exit(2)
     db = open_database(settings)
     services = build_services(settings, db)
+    if db.is_sqlite:
+        # One server per SQLite database: the claims of a process that was killed mid-chunk
+        # are nobody's now. Replicas on PostgreSQL wait for them to expire instead.
+        services.registry.uploads.release_every_claim()
     first = create_first_project(db, "Default")
     if first is not None:
         _announce(settings, first)
@@ -82,6 +92,7 @@ def serve(
         services.close()  # the server process builds its own from the same settings
         _serve_with_granian(settings, config)
         return
+    protect_access_logs("uvicorn.access")
     uvicorn.run(
         create_app(settings, services),
         host=settings.host,
