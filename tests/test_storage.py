@@ -78,6 +78,34 @@ def test_append_streams_large_bodies_and_observes_every_byte(store: BlobStore) -
     assert seen.hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
+class _Gone(Exception):
+    """The client went away in the middle of its body."""
+
+
+async def _breaking(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+    raise _Gone
+
+
+def test_a_body_that_breaks_raises_its_own_error_and_adds_nothing(store: BlobStore) -> None:
+    """Several batches in, the client disconnects: the caller sees that error itself (not
+    wrapped), and the next append at the old size finds nothing of the broken one."""
+    head = os.urandom(1000)
+    broken = [os.urandom(65536) for _ in range(40)]  # more than one write batch
+
+    async def main() -> None:
+        assert await store.append("uploads/c/data", 0, _chunks(head)) == len(head)
+        with pytest.raises(_Gone):
+            await store.append("uploads/c/data", len(head), _breaking(*broken))
+        size = await store.append("uploads/c/data", len(head), _chunks(b"tail"))
+        assert size == len(head) + 4
+        await store.seal("uploads/c/data")
+        assert await _read_all(store, "uploads/c/data") == head + b"tail"
+
+    run(main)
+
+
 def test_append_past_the_end_is_refused(store: BlobStore) -> None:
     async def main() -> None:
         await store.append("uploads/b/data", 0, _chunks(b"abc"))
