@@ -78,14 +78,14 @@ def test_append_streams_large_bodies_and_observes_every_byte(store: BlobStore) -
     assert seen.hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
-class _Gone(Exception):
+class _GoneError(Exception):
     """The client went away in the middle of its body."""
 
 
 async def _breaking(*parts: bytes) -> AsyncIterator[bytes]:
     for part in parts:
         yield part
-    raise _Gone
+    raise _GoneError
 
 
 def test_a_body_that_breaks_raises_its_own_error_and_adds_nothing(store: BlobStore) -> None:
@@ -96,7 +96,7 @@ def test_a_body_that_breaks_raises_its_own_error_and_adds_nothing(store: BlobSto
 
     async def main() -> None:
         assert await store.append("uploads/c/data", 0, _chunks(head)) == len(head)
-        with pytest.raises(_Gone):
+        with pytest.raises(_GoneError):
             await store.append("uploads/c/data", len(head), _breaking(*broken))
         size = await store.append("uploads/c/data", len(head), _chunks(b"tail"))
         assert size == len(head) + 4
