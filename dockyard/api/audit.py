@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from dockyard.api.deps import ProjectDep, ServicesDep, in_api_thread
-from dockyard.api.schemas import ErrorBody, format_time, json_response
+from dockyard.api.schemas import THROTTLED, ErrorBody, format_time, json_response
 from dockyard.domain.audit import EventPage, EventView
 
 router = APIRouter(prefix="/v1/audit_events", tags=["audit log"])
@@ -56,10 +56,7 @@ class AuditEventList(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "page or per_page is out of range"},
     401: {"model": ErrorBody, "description": "No, a wrong or a revoked API token"},
-    429: {
-        "model": ErrorBody,
-        "description": "Too many bad API tokens from this address; see Retry-After",
-    },
+    **THROTTLED,
 }
 
 
