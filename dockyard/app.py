@@ -10,17 +10,17 @@ from datetime import timedelta
 
 from anyio import to_thread
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Mount
 
 from dockyard import __version__
 from dockyard.api import audit, regions, registries
-from dockyard.api.errors import error_response, install_error_handlers
+from dockyard.api.errors import install_error_handlers
+from dockyard.api.operations import install_operations
 from dockyard.api.read_cache import CachedReads
 from dockyard.config import Settings
 from dockyard.domain.gc import GarbageCollector, GcBusyError
 from dockyard.header_limit import HeaderLimit
+from dockyard.metrics import RecordRequests, RouteLabels
 from dockyard.registry.app import create_registry_app, matching_any_character
 from dockyard.registry.token_endpoint import token_endpoint
 from dockyard.services import Services, build_services
@@ -43,10 +43,13 @@ async def collect_periodically(services: Services) -> None:
         try:
             report = await to_thread.run_sync(collector.run)
         except GcBusyError:
+            services.metrics.gc_runs.labels("busy").inc()
             continue
         except Exception:
+            services.metrics.gc_runs.labels("failed").inc()
             log.exception("garbage collection failed; trying again next round")
             continue
+        services.metrics.gc_runs.labels("done").inc()
         log.info(
             "garbage collection freed %d blobs (%d bytes), %d links, %d uploads",
             report.blobs,
@@ -83,7 +86,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(
         CachedReads, feed=services.changes, paths=frozenset({"/v1/container_registries"})
     )
-    app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)  # outermost
+    app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
     app.include_router(registries.router)
     app.include_router(regions.router)
     app.include_router(audit.router)
@@ -93,16 +96,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         matching_any_character(Mount("/v2", app=create_registry_app(services.registry)))
     )
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> JSONResponse:
-        def ping() -> None:
-            with services.db.read() as session:
-                session.connection().exec_driver_sql("SELECT 1")
+    install_operations(app, services)
+    labels: list[RouteLabels] = []
 
-        try:
-            await run_in_threadpool(ping)
-        except Exception:
-            return error_response(503, ["The database is not reachable"])
-        return JSONResponse({"status": "ok"})
+    def route_labels() -> RouteLabels:
+        if not labels:  # every route is in place by the first request
+            labels.append(RouteLabels(app.routes, app.openapi()["paths"]))
+        return labels[0]
 
+    app.add_middleware(RecordRequests, metrics=services.metrics, labels=route_labels)
     return app

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # Repeated /v1 reads answered from memory while the database is unchanged. Off where
     # changes cannot be seen: PostgreSQL behind a pooler that drops LISTEN/NOTIFY.
     read_cache: bool = True
+    # When set, GET /metrics wants `Authorization: Bearer <this>`; unset, it is open (bind
+    # it to a private network or let the proxy refuse it from outside).
+    metrics_token: SecretStr | None = None
 
     # The registry (/v2) and its token service.
     public_url: str | None = None

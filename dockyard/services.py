@@ -16,6 +16,7 @@ from dockyard.domain.manifests import ManifestService
 from dockyard.domain.registries import RegistryService
 from dockyard.domain.repositories import RepositoryService
 from dockyard.domain.uploads import UploadService
+from dockyard.metrics import Metrics
 from dockyard.registry.context import RegistryContext, RobotStanding, UploadHashers
 from dockyard.registry.tokens import TokenService, load_or_create_signing_key
 from dockyard.security import Cipher, SecretHasher, load_or_create_key
@@ -34,6 +35,7 @@ class Services:
     registry: RegistryContext
     audit: AuditLog
     throttle: Throttle
+    metrics: Metrics
 
     def close(self) -> None:
         self.changes.close()
@@ -100,4 +102,5 @@ def build_services(
             max_keys=settings.login_throttle_max_keys,
             clock=clock,
         ),
+        metrics=Metrics(),
     )

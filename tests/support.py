@@ -12,9 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from dockyard.db import Database
+from dockyard.db.models import Project
 from dockyard.registry.tokens import generate_key_pem
 from dockyard.security import generate_key_text
+from tests.oci_client import OCIClient
 
 
 def free_port() -> int:
@@ -92,3 +96,22 @@ def start_server(tmp_path: Path, database_url: str, **settings: str) -> Server:
     srv = Server(f"http://127.0.0.1:{port}", port, tmp_path / "data", env, tmp_path / "serve.log")
     srv.start()
     return srv
+
+
+def server_client(server: Server, database_url: str) -> tuple[OCIClient, str]:
+    """An OCI client with push/pull credentials of the first project of a `dockyard serve`,
+    and that project's id (the first part of its repositories' names)."""
+    token = (server.data_dir / "first-project-token").read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    http = httpx.Client(base_url=server.url, timeout=60)
+    registry = http.get("/v1/container_registries", headers=auth).json()
+    registry_id = registry["container_registries"][0]["id"]
+    created = http.post(f"/v1/container_registries/{registry_id}/credentials", headers=auth)
+    assert created.status_code == 201, created.text
+    body = created.json()["container_registry"]
+    db = Database(database_url)
+    with db.read() as session:
+        project_id = str(session.scalars(select(Project.id)).one())
+    db.dispose()
+    oci = OCIClient(http, body["username"], body["password"], host=f"127.0.0.1:{server.port}")
+    return oci, project_id

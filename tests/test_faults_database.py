@@ -21,8 +21,8 @@ from dockyard.db import Database
 from dockyard.unavailable import is_unavailable
 from tests.conftest import empty_postgres
 from tests.oci_client import assert_error, sha256
-from tests.support import Server, free_port, start_server
-from tests.test_faults_storage import BOUND_SECONDS, server_client
+from tests.support import Server, free_port, server_client, start_server
+from tests.test_faults_storage import BOUND_SECONDS
 
 
 class TcpProxy:

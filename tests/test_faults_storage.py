@@ -17,39 +17,17 @@ import boto3
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from dockyard.config import StorageSettings
-from dockyard.db import Database
-from dockyard.db.models import Project
 from dockyard.storage.s3 import S3BlobStore, client_config
 from tests.conftest import Robot, require_or_skip
 from tests.oci_client import OCI_MANIFEST, OCIClient, assert_error, encode, image_manifest, sha256
 from tests.s3_proxy import S3Proxy, answer_error
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
-from tests.support import Server, start_server
+from tests.support import server_client, start_server
 
 BOUND_SECONDS = 10.0  # the longest a failing request may take before it says so
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-def server_client(server: Server, database_url: str) -> tuple[OCIClient, str]:
-    """An OCI client with push/pull credentials of the first project of a `dockyard serve`,
-    and that project's id (the first part of its repositories' names)."""
-    token = (server.data_dir / "first-project-token").read_text().strip()
-    auth = {"Authorization": f"Bearer {token}"}
-    http = httpx.Client(base_url=server.url, timeout=60)
-    registry = http.get("/v1/container_registries", headers=auth).json()
-    registry_id = registry["container_registries"][0]["id"]
-    created = http.post(f"/v1/container_registries/{registry_id}/credentials", headers=auth)
-    assert created.status_code == 201, created.text
-    body = created.json()["container_registry"]
-    db = Database(database_url)
-    with db.read() as session:
-        project_id = str(session.scalars(select(Project.id)).one())
-    db.dispose()
-    oci = OCIClient(http, body["username"], body["password"], host=f"127.0.0.1:{server.port}")
-    return oci, project_id
 
 
 def assert_unavailable(response: httpx.Response, started: float) -> None:

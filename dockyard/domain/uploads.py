@@ -140,6 +140,18 @@ class UploadService:
             )
             return bool(getattr(result, "rowcount", 0))
 
+    def count_all_open(self, ttl: timedelta) -> int:
+        """Upload sessions of every repository that garbage collection would not yet expire."""
+        with self.db.read_connection() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Upload)
+                    .where(Upload.updated_at >= utcnow() - ttl)
+                )
+                or 0
+            )
+
     def release_every_claim(self) -> int:
         """Let go of every claim: for a server that starts on a database only it uses (SQLite),
         any claim left is one a killed process held, and waiting for it to expire would make

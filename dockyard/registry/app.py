@@ -72,6 +72,8 @@ class ApiVersionHeader:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Mount.routes reads this: what is mounted at /v2 lists its routes (metrics labels).
+        self.routes = getattr(app, "routes", [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
