@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     # All of a request's header lines together; more is 431 (dockyard/header_limit.py).
     max_header_bytes: int = Field(default=64 * 1024, ge=8 * 1024)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # text: lines for people; json: one object a line, with the request id (log_setup.py).
+    log_format: Literal["text", "json"] = "text"
     # The HTTP server under the app: granian sends files through the ASGI pathsend
     # extension (blob pulls without copying through Python); uvicorn is the common default.
     server: Literal["uvicorn", "granian"] = "granian"

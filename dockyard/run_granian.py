@@ -6,7 +6,8 @@ server runs the same Rust HTTP stack (and the ASGI pathsend extension that sends
 1.4-2 GB/s) on this process's event loop instead. Restarting a process that died is left
 to what runs Dockyard (systemd, Kubernetes, Docker's restart policy), as for any server.
 
-    python -m dockyard.run_granian [--host H] [--port P] [--log-level L] [--access-log]
+    python -m dockyard.run_granian [--host H] [--port P] [--log-level L] [--log-format F]
+                                   [--access-log]
                                    [--access-log-fmt F] [module:factory]
 """
 
@@ -25,6 +26,7 @@ from granian.log import LogLevels
 from granian.server.embed import Server
 
 from dockyard.log_redaction import protect_access_logs
+from dockyard.log_setup import FORMATS, logging_config
 
 DEFAULT_TARGET = "dockyard.asgi:application"
 
@@ -48,6 +50,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--log-level", default="info", choices=[lv.value for lv in LogLevels])
+    parser.add_argument("--log-format", default="text", choices=FORMATS)
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--access-log-fmt")
     parser.add_argument("target", nargs="?", default=DEFAULT_TARGET, help="module:factory")
@@ -62,6 +65,7 @@ async def _serve(args: argparse.Namespace) -> None:
         interface=Interfaces.ASGI,
         factory=True,
         log_level=LogLevels(args.log_level),
+        log_dictconfig=logging_config(args.log_format, args.log_level),
         log_access=args.access_log,
         log_access_format=args.access_log_fmt,
     )

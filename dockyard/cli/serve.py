@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -18,6 +19,7 @@ from dockyard.cli.options import ConfigOption, DataDirOption, open_database, set
 from dockyard.config import Settings
 from dockyard.domain.projects import NewProject, create_first_project
 from dockyard.log_redaction import protect_access_logs
+from dockyard.log_setup import configure as configure_logging
 
 # granian's default leaves out the query string, which says what an upload request did.
 ACCESS_LOG = '[%(time)s] %(addr)s - "%(method)s %(path)s?%(query_string)s %(protocol)s" %(status)d'
@@ -42,6 +44,14 @@ def _announce(settings: Settings, first: NewProject) -> None:
         f'curl -H "Authorization: Bearer $(cat {shlex.quote(str(path))})" '
         f"{base}/v1/container_registries"
     )
+    if settings.log_format == "json":  # a log pipeline reads this output: one object a line
+        logging.getLogger("dockyard.serve").info(
+            "created the first project %s (%s); its API token is saved to %s (mode 0600)",
+            first.name,
+            first.id,
+            path,
+        )
+        return
     if sys.stdout.isatty():
         shown = f"Its API token, shown only this once:\n[bold]{first.api_token}[/bold]\n\n"
     else:
@@ -79,6 +89,7 @@ def serve(
             "Generate them with `dockyard keys`."
         )
         raise typer.Exit(2)
+    configure_logging(settings.log_format, settings.log_level)
     db = open_database(settings)
     services = build_services(settings, db)
     if db.is_sqlite:
@@ -95,6 +106,7 @@ def serve(
     protect_access_logs("uvicorn.access")
     uvicorn.run(
         create_app(settings, services),
+        log_config=None,  # configured above, as JSON when asked
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -126,6 +138,8 @@ def _serve_with_granian(settings: Settings, config: Path | None) -> None:
         str(settings.port),
         "--log-level",
         settings.log_level,
+        "--log-format",
+        settings.log_format,
     ]
     if settings.log_level in ("info", "debug"):
         argv += ["--access-log", "--access-log-fmt", ACCESS_LOG]
