@@ -4,35 +4,23 @@ Free of HTTP, so that /v1 and the web console share it. Every method takes the c
 project and a registry id as it came in; a registry of another project is not found, an
 external registry is refused (there is nothing of it stored here to browse).
 
-Sizes, in bytes, as stored:
-
-- a repository: every distinct blob linked into it (layers and configs, including blobs
-  pushed but not yet referenced by a manifest) plus the bytes of every manifest it holds,
-  tagged or not. It is what a pull by any digest can read from it.
-- a tag: its manifest, the distinct blobs that manifest references (config and layers),
-  and for an index also its child manifests and their distinct blobs (one level down,
-  as images are built; non-distributable layers kept elsewhere are not counted).
-- a registry's storage used: every distinct blob linked into any of its repositories,
-  counted once even when several repositories share it, plus every distinct manifest.
-  Blobs shared with other projects are counted in full for each project.
+Sizes are defined in dockyard.domain.repository_sizes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, union
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.orm import Session
 
 from dockyard.db import Database
 from dockyard.db.models import (
-    Blob,
     Manifest,
     ManifestReference,
     Repository,
@@ -45,6 +33,7 @@ from dockyard.domain.audit import Actor
 from dockyard.domain.errors import NotFoundError, RefusedError
 from dockyard.domain.registries import RegistryService, RegistryView
 from dockyard.domain.registry_fields import MANAGED_TYPE
+from dockyard.domain.repository_sizes import storage_used, summary_columns, tag_sizes
 from dockyard.registry.grammar import MAX_NAME, NAME_RE, TAG_RE
 from dockyard.storage import BlobStore
 from dockyard.storage.paths import upload_prefix
@@ -130,35 +119,6 @@ def _later(*moments: datetime | None) -> datetime | None:
     return max(present) if present else None
 
 
-# Per repository, correlated with the row of `repositories` being listed: a page of at most
-# MAX_PER_PAGE rows, each subquery an index range scan of the repository's own rows.
-def _summary_columns() -> list[ColumnElement[Any] | InstrumentedAttribute[Any]]:
-    tags = select(func.count()).where(Tag.repository_id == Repository.id)
-    tagged = select(func.max(Tag.updated_at)).where(Tag.repository_id == Repository.id)
-    manifest_bytes = select(func.coalesce(func.sum(Manifest.size), 0)).where(
-        Manifest.repository_id == Repository.id
-    )
-    pushed = select(func.max(Manifest.created_at)).where(Manifest.repository_id == Repository.id)
-    blob_bytes = (
-        select(func.coalesce(func.sum(Blob.size), 0))
-        .select_from(RepositoryBlob)
-        .join(
-            Blob,
-            (Blob.digest == RepositoryBlob.digest) & (Blob.region_id == Repository.region_id),
-        )
-        .where(RepositoryBlob.repository_id == Repository.id)
-    )
-    return [
-        Repository.name,
-        Repository.created_at,
-        tags.scalar_subquery().label("tag_count"),
-        tagged.scalar_subquery().label("tagged_at"),
-        pushed.scalar_subquery().label("pushed_at"),
-        manifest_bytes.scalar_subquery().label("manifest_bytes"),
-        blob_bytes.scalar_subquery().label("blob_bytes"),
-    ]
-
-
 def _summary(row: Any) -> RepositorySummary:
     return RepositorySummary(
         name=row.name,
@@ -218,7 +178,7 @@ class BrowseService:
         assert view.region_id is not None
         mine = (Repository.project_id == project_id) & (Repository.region_id == view.region_id)
         rows = session.execute(
-            select(*_summary_columns())
+            select(*summary_columns())
             .where(mine)
             .order_by(Repository.name)
             .offset((page - 1) * per_page)
@@ -229,7 +189,7 @@ class BrowseService:
             registry=view,
             repositories=[_summary(row) for row in rows],
             total=total,
-            storage_used_bytes=self._storage_used(session, project_id, view.region_id),
+            storage_used_bytes=storage_used(session, project_id, view.region_id),
             page=page,
             per_page=per_page,
         )
@@ -271,7 +231,7 @@ class BrowseService:
         rows = session.execute(
             self._tag_rows(repo).order_by(Tag.name).offset((page - 1) * per_page).limit(per_page)
         ).all()
-        sizes = self._sizes(session, repo, {row.manifest_digest for row in rows})
+        sizes = tag_sizes(session, repo.id, repo.region_id, {row.manifest_digest for row in rows})
         return TagPage(
             registry=view,
             repository=repo.summary,
@@ -286,7 +246,7 @@ class BrowseService:
     ) -> _Repo:
         name = parse_repository_name(name)
         row = session.execute(
-            select(Repository.id, Repository.region_id, *_summary_columns()).where(
+            select(Repository.id, Repository.region_id, *summary_columns()).where(
                 Repository.project_id == project_id,
                 Repository.region_id == view.region_id,
                 Repository.name == name,
@@ -318,79 +278,6 @@ class BrowseService:
             pushed_at=row.updated_at,
         )
 
-    @staticmethod
-    def _sizes(session: Session, repo: _Repo, roots: Iterable[str]) -> dict[str, int]:
-        """Each root manifest's size with its children's and their distinct blobs': two
-        aggregating statements for a whole page of tags."""
-        roots = sorted(roots)
-        if not roots:
-            return {}
-        in_repo = ManifestReference.repository_id == repo.id
-        members = union(
-            select(Manifest.digest.label("root"), Manifest.digest.label("member")).where(
-                Manifest.repository_id == repo.id, Manifest.digest.in_(roots)
-            ),
-            select(
-                ManifestReference.manifest_digest.label("root"),
-                ManifestReference.digest.label("member"),
-            ).where(
-                in_repo,
-                ManifestReference.manifest_digest.in_(roots),
-                ManifestReference.kind == "manifest",
-            ),
-        ).subquery()
-        manifest_bytes = session.execute(
-            select(members.c.root, func.sum(Manifest.size))
-            .join(
-                Manifest,
-                (Manifest.repository_id == repo.id) & (Manifest.digest == members.c.member),
-            )
-            .group_by(members.c.root)
-        )
-        sizes: dict[str, int] = {root: int(size or 0) for root, size in manifest_bytes}
-        blobs = (
-            select(members.c.root, ManifestReference.digest)
-            .join(
-                ManifestReference,
-                in_repo
-                & (ManifestReference.manifest_digest == members.c.member)
-                & (ManifestReference.kind == "blob"),
-            )
-            .distinct()
-            .subquery()
-        )
-        blob_bytes = session.execute(
-            select(blobs.c.root, func.sum(Blob.size))
-            .join(Blob, (Blob.digest == blobs.c.digest) & (Blob.region_id == repo.region_id))
-            .group_by(blobs.c.root)
-        )
-        for root, size in blob_bytes:
-            sizes[root] = sizes.get(root, 0) + int(size or 0)
-        return sizes
-
-    @staticmethod
-    def _storage_used(session: Session, project_id: uuid.UUID, region_id: uuid.UUID) -> int:
-        mine = (Repository.project_id == project_id) & (Repository.region_id == region_id)
-        linked = (
-            select(RepositoryBlob.digest)
-            .join(Repository, Repository.id == RepositoryBlob.repository_id)
-            .where(mine)
-        )
-        blob_bytes = session.scalar(
-            select(func.coalesce(func.sum(Blob.size), 0)).where(
-                Blob.region_id == region_id, Blob.digest.in_(linked)
-            )
-        )
-        manifests = (
-            select(Manifest.digest, Manifest.size)
-            .join(Repository, Repository.id == Manifest.repository_id)
-            .where(mine)
-            .distinct()
-            .subquery()
-        )
-        manifest_bytes = session.scalar(select(func.coalesce(func.sum(manifests.c.size), 0)))
-        return int(blob_bytes or 0) + int(manifest_bytes or 0)
-
     # -- deleting ----------------------------------------------------------------------------
 
     def delete_tag(
@@ -410,7 +297,9 @@ class BrowseService:
             row = session.execute(self._tag_rows(repo).where(Tag.name == tag)).one_or_none()
             if row is None:
                 raise NotFoundError(f"Tag {tag} not found in repository {repo.summary.name}")
-            shown = self._tag(row, self._sizes(session, repo, [row.manifest_digest]))
+            shown = self._tag(
+                row, tag_sizes(session, repo.id, repo.region_id, [row.manifest_digest])
+            )
             session.execute(delete(Tag).where(Tag.repository_id == repo.id, Tag.name == tag))
             audit.record(
                 session,
