@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from dockyard import __version__
-from dockyard.api import audit, regions, registries
+from dockyard.api import audit, regions, registries, repositories
 from dockyard.api.errors import install_error_handlers
 from dockyard.api.operations import install_operations
 from dockyard.api.read_cache import CachedReads
@@ -91,6 +91,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(registries.router)
     app.include_router(regions.router)
     app.include_router(audit.router)
+    app.include_router(repositories.router)
     app.state.registry = services.registry
     app.add_route("/auth/token", token_endpoint, methods=["GET", "POST"], include_in_schema=False)
     app.router.routes.append(

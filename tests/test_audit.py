@@ -72,9 +72,11 @@ def test_every_kind_of_event_is_listed_newest_first_with_its_fields(
             "actor",
             "registry_id",
             "source_address",
+            "subject",
             "project_id",
             "created_at",
         }
+        assert event["subject"] is None  # set only for deletions inside a registry
         assert event["project_id"] == str(project.id)
         assert event["source_address"] == "testclient"  # the TestClient's peer
         assert TIME.match(event["created_at"]), event["created_at"]

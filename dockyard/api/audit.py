@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from dockyard.api.deps import ProjectDep, ServicesDep, in_api_thread
-from dockyard.api.schemas import THROTTLED, ErrorBody, format_time, json_response
+from dockyard.api.schemas import THROTTLED, ErrorBody, PageMeta, format_time, json_response
 from dockyard.domain.audit import EventPage, EventView
 
 router = APIRouter(prefix="/v1/audit_events", tags=["audit log"])
@@ -20,8 +20,9 @@ MAX_PAGE = 1_000_000
 
 ACTIONS = (
     "credentials.generated, credentials.revoked, registry.created, registry.updated, "
-    "registry.deleted, login.failed, login.blocked (the first failure that got a source or "
-    "an account throttled; its refused attempts are not recorded one by one)"
+    "registry.deleted, repository.deleted, tag.deleted, login.failed, login.blocked (the first "
+    "failure that got a source or an account throttled; its refused attempts are not recorded "
+    "one by one)"
 )
 
 
@@ -38,14 +39,13 @@ class AuditEventOut(BaseModel):
     actor: str | None = Field(examples=["robot$project-a1b2c3d4"])
     registry_id: uuid.UUID | None = Field(description="the registry acted on, if any")
     source_address: str | None = Field(examples=["203.0.113.7"])
+    subject: str | None = Field(
+        examples=["a1b2c3d4-e5f6-7890-abcd-ef1234567890/app:latest"],
+        description="what inside the registry was acted on: the repository of "
+        "repository.deleted, <repository>:<tag> of tag.deleted; null for the others",
+    )
     project_id: uuid.UUID
     created_at: str = Field(examples=["2025-01-15T10:00:00.000+01:00"])
-
-
-class PageMeta(BaseModel):
-    page: int
-    per_page: int
-    total: int = Field(description="events in the whole log; pages = ceil(total / per_page)")
 
 
 class AuditEventList(BaseModel):
@@ -68,6 +68,7 @@ def _out(event: EventView, project_id: uuid.UUID, services: ServicesDep) -> Audi
         actor=event.actor,
         registry_id=event.registry_id,
         source_address=event.source,
+        subject=event.subject,
         project_id=project_id,
         created_at=format_time(event.created_at, services.settings.zone),
     )

@@ -93,6 +93,14 @@ class RegionList(BaseModel):
     regions: list[RegionOut]
 
 
+class PageMeta(BaseModel):
+    """Where a page sits in a paginated list (?page=&per_page=, page from 1)."""
+
+    page: int
+    per_page: int
+    total: int = Field(description="items in the whole list; pages = ceil(total / per_page)")
+
+
 class ErrorBody(BaseModel):
     errors: list[str] = Field(examples=[["Name can't be blank"]])
 
