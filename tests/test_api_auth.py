@@ -19,6 +19,11 @@ ENDPOINTS = [
     ("DELETE", f"{URL}/{uuid.uuid4()}"),
     ("POST", f"{URL}/{uuid.uuid4()}/credentials"),
     ("DELETE", f"{URL}/{uuid.uuid4()}/credentials"),
+    ("GET", f"{URL}/{uuid.uuid4()}/repositories"),
+    ("GET", f"{URL}/{uuid.uuid4()}/repositories/{uuid.uuid4()}/team/app"),
+    ("DELETE", f"{URL}/{uuid.uuid4()}/repositories/{uuid.uuid4()}/team/app"),
+    ("GET", f"{URL}/{uuid.uuid4()}/repositories/{uuid.uuid4()}/team/app/tags"),
+    ("DELETE", f"{URL}/{uuid.uuid4()}/repositories/{uuid.uuid4()}/team/app/tags/v1"),
 ]
 
 
@@ -169,6 +174,11 @@ def test_unknown_endpoint_is_404_with_errors(client, auth, path):
         ("PUT", f"{URL}/{uuid.uuid4()}", {"GET", "PATCH", "DELETE"}),
         ("GET", f"{URL}/{uuid.uuid4()}/credentials", {"POST", "DELETE"}),
         ("POST", "/v1/regions", {"GET"}),
+        ("POST", f"{URL}/{uuid.uuid4()}/repositories", {"GET"}),
+        ("PUT", f"{URL}/{uuid.uuid4()}/repositories/x/app", {"GET", "DELETE"}),
+        # Also the name of a repository `x/app/tags/v1`, which GET reads.
+        ("POST", f"{URL}/{uuid.uuid4()}/repositories/x/app/tags/v1", {"GET", "DELETE"}),
+        ("PUT", f"{URL}/{uuid.uuid4()}/repositories/x/app/tags", {"GET", "DELETE"}),
     ],
 )
 def test_wrong_method_is_405_with_errors(client, auth, method, path, allowed):
@@ -192,6 +202,10 @@ def test_openapi_lists_every_v1_path_with_its_methods(client):
         f"{URL}/{{registry_id}}/credentials": {"POST", "DELETE"},
         "/v1/regions": {"GET"},
         "/v1/audit_events": {"GET"},
+        f"{URL}/{{registry_id}}/repositories": {"GET"},
+        f"{URL}/{{registry_id}}/repositories/{{name}}": {"GET", "DELETE"},
+        f"{URL}/{{registry_id}}/repositories/{{name}}/tags": {"GET"},
+        f"{URL}/{{registry_id}}/repositories/{{name}}/tags/{{tag}}": {"DELETE"},
     }
 
 

@@ -8,6 +8,7 @@ derandomized and keep no example database, so CI sends the same requests every t
 from __future__ import annotations
 
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,21 @@ OPERATIONS = [
     "DELETE /v1/container_registries/{registry_id}/credentials",
     "GET /v1/regions",
     "GET /v1/audit_events",
+    "GET /v1/container_registries/{registry_id}/repositories",
+    "GET /v1/container_registries/{registry_id}/repositories/{name}",
+    "DELETE /v1/container_registries/{registry_id}/repositories/{name}",
+    "GET /v1/container_registries/{registry_id}/repositories/{name}/tags",
+    "DELETE /v1/container_registries/{registry_id}/repositories/{name}/tags/{tag}",
 ]
 WITH_BODY = ["POST /v1/container_registries", "PATCH /v1/container_registries/{registry_id}"]
 # Those whose request can break the document's rules: a body, or a query of bounded numbers
 # (a path segment may be any string).
-CAN_BE_INVALID = [*WITH_BODY, "GET /v1/audit_events"]
+CAN_BE_INVALID = [
+    *WITH_BODY,
+    "GET /v1/audit_events",
+    "GET /v1/container_registries/{registry_id}/repositories",
+    "GET /v1/container_registries/{registry_id}/repositories/{name}/tags",
+]
 RUNS = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [
     (label, GenerationMode.NEGATIVE) for label in CAN_BE_INVALID
 ]
@@ -72,6 +83,20 @@ def known_ids(client, auth) -> list[str]:
     return [registry["id"] for registry in listed["container_registries"]]
 
 
+@pytest.fixture
+def known_names(oci, robot) -> list[str]:
+    """Repositories of the managed registry, with a slash in the name and a tag `v1`."""
+    names = [f"{robot.project_id}/app", f"{robot.project_id}/team/app"]
+    for name in names:
+        oci.push_image(name, "v1")
+    return names
+
+
+def path_values(path: str, registry_id: str, name: str, tag: str = "v1") -> dict[str, str]:
+    values = {"registry_id": registry_id, "name": name, "tag": tag}
+    return {key: value for key, value in values.items() if "{" + key + "}" in path}
+
+
 def listing(session, auth) -> dict:
     response = session.get(f"{BASE}/v1/container_registries", headers=auth)
     assert response.status_code == 200
@@ -90,19 +115,23 @@ def test_the_document_lists_every_operation_tested_here(api_schema):
     ("label", "mode"), RUNS, ids=[f"{label}-{mode.value}" for label, mode in RUNS]
 )
 def test_every_answer_is_documented_and_none_is_a_server_error(
-    api_schema, session, auth, known_ids, label, mode
+    api_schema, session, auth, known_ids, known_names, label, mode
 ):
     method, path = label.split(" ")
     operation = api_schema[path][method]
     strategy = operation.as_strategy(generation_mode=mode)
     if "{registry_id}" in path:
-        # Random ids only ever meet a 404: most cases name a registry that exists.
+        # Random ids only ever meet a 404: most cases name a registry (and a repository,
+        # and a tag) that exists.
+        known = st.builds(
+            lambda registry_id, name: path_values(path, registry_id, name),
+            st.sampled_from(known_ids),
+            st.sampled_from(known_names),
+        )
         strategy = st.one_of(
             strategy,
-            st.sampled_from(known_ids).flatmap(
-                lambda registry_id: operation.as_strategy(
-                    generation_mode=mode, path_parameters={"registry_id": registry_id}
-                )
+            known.flatmap(
+                lambda values: operation.as_strategy(generation_mode=mode, path_parameters=values)
             ),
         )
 
@@ -161,10 +190,11 @@ RAW_BODIES = {
 def sent(api_schema, session, label: str, registry_id: str, **kwargs):
     """The answer to a hand-made request, checked against the document like generated ones."""
     method, path = label.split(" ")
-    case = api_schema[path][method].Case(
-        path_parameters={"registry_id": registry_id} if "{" in path else None
-    )
-    response = session.request(method, BASE + path.replace("{registry_id}", registry_id), **kwargs)
+    values = path_values(path, registry_id, f"{uuid.uuid4()}/app")
+    case = api_schema[path][method].Case(path_parameters=values or None)
+    for key, value in values.items():
+        path = path.replace("{" + key + "}", value)
+    response = session.request(method, BASE + path, **kwargs)
     case.validate_response(response, excluded_checks=NOT_CHECKED)
     assert response.status_code < 500, response.text
     return response

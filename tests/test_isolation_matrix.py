@@ -119,8 +119,12 @@ def a_state(world: World) -> dict[str, object]:
     """What A can see of its own things; compared before and after B's attempts."""
     oci, a = world.a_oci, world.a
     upload = oci.upload_status(f"/v2/{a.repo}/blobs/uploads/{a.upload}")
+    managed = next(r for r in world.a_registries if r["registry_type"] == "nodion")
+    browse = f"{URL}/{managed['id']}/repositories"
     return {
         "registries": world.client.get(URL, headers=world.a_auth).json(),
+        "repositories": world.client.get(browse, headers=world.a_auth).json(),
+        "repository_tags": world.client.get(f"{browse}/{a.repo}/tags", headers=world.a_auth).json(),
         "audit": world.client.get("/v1/audit_events", headers=world.a_auth).json(),
         "tags": oci.tags(a.repo).json(),
         "manifest": oci.get_manifest(a.repo, a.tag).content,
@@ -365,6 +369,11 @@ ROUTE_KINDS = {
     ("DELETE", f"{URL}/{{registry_id}}/credentials"): "scoped",
     ("GET", "/v1/regions"): "global",
     ("GET", "/v1/audit_events"): "own",
+    ("GET", f"{URL}/{{registry_id}}/repositories"): "scoped",
+    ("GET", f"{URL}/{{registry_id}}/repositories/{{name}}"): "scoped",
+    ("DELETE", f"{URL}/{{registry_id}}/repositories/{{name}}"): "scoped",
+    ("GET", f"{URL}/{{registry_id}}/repositories/{{name}}/tags"): "scoped",
+    ("DELETE", f"{URL}/{{registry_id}}/repositories/{{name}}/tags/{{tag}}"): "scoped",
 }
 BODY = {"name": "B's registry", "registry_type": "docker_hub", "username": "b", "password": "pw-B"}
 
@@ -373,9 +382,18 @@ def kind_of(method: str, path: str) -> str:
     if (method, path) in ROUTE_KINDS:
         return ROUTE_KINDS[(method, path)]
     params = set(re.findall(r"{(\w+)", path))
-    if params == {"registry_id"}:
+    if "registry_id" in params:
         return "scoped"
     pytest.fail(f"{method} {path} is new: add it to ROUTE_KINDS of the isolation matrix")
+
+
+def filled(path: str, registry_id: str, target: Target) -> str:
+    """A route's path naming this registry, and the target's repository and tag."""
+    return (
+        path.replace("{registry_id}", registry_id)
+        .replace("{name}", target.repo)
+        .replace("{tag}", target.tag)
+    )
 
 
 def call(client, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
@@ -401,9 +419,9 @@ def test_v1_every_route_on_a_neighbours_registry_is_a_404_like_an_unknown_id(wor
     for method, path in v1_routes(client):
         if kind_of(method, path) != "scoped":
             continue
-        real = call(client, method, path.replace("{registry_id}", a_registry["id"]), world.b_auth)
+        real = call(client, method, filled(path, a_registry["id"], world.a), world.b_auth)
         missing = str(uuid.uuid4())
-        unknown = call(client, method, path.replace("{registry_id}", missing), world.b_auth)
+        unknown = call(client, method, filled(path, missing, world.a), world.b_auth)
         assert real.status_code == 404, (method, path, real.text)
         assert real.json() == unknown.json(), (method, path)
         assert set(real.json()) == {"errors"}
@@ -411,7 +429,29 @@ def test_v1_every_route_on_a_neighbours_registry_is_a_404_like_an_unknown_id(wor
             assert real.headers.get(name) == unknown.headers.get(name), (method, path, name)
         assert a_registry["id"] not in real.text
         checked += 1
-    assert checked >= 5
+    assert checked >= 10
+    assert a_state(world) == before
+
+
+def test_v1_b_naming_as_repositories_in_its_own_registry_finds_nothing(world):
+    """A's repository and tag named through B's own managed registry: answered like a
+    repository that exists nowhere, once the names the request carried are blanked out."""
+    client = world.client
+    before = a_state(world)
+    b_registry = client.get(URL, headers=world.b_auth).json()["container_registries"][0]
+    checked = 0
+    for method, path in v1_routes(client):
+        if "{name}" not in path:
+            continue
+        nowhere = ghost(world.a_project)
+        real = call(client, method, filled(path, b_registry["id"], world.a), world.b_auth)
+        unknown = call(client, method, filled(path, b_registry["id"], nowhere), world.b_auth)
+        assert real.status_code == 404, (method, path, real.text)
+        assert normalized(real, world.a) == normalized(unknown, nowhere), (method, path)
+        checked += 1
+    assert checked == 4
+    b_listing = client.get(f"{URL}/{b_registry['id']}/repositories", headers=world.b_auth)
+    assert world.a_project not in b_listing.text
     assert a_state(world) == before
 
 
