@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -40,7 +41,10 @@ class DockyardClient:
         self._http.close()
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = self._http.request(method, path, json=body)
+        return self._payload(self._http.request(method, path, json=body))
+
+    @staticmethod
+    def _payload(response: httpx.Response) -> Any:
         try:
             payload = response.json()
         except ValueError:
@@ -76,6 +80,41 @@ class DockyardClient:
 
     def list_regions(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/v1/regions")["regions"]
+        return result
+
+    def list_repositories(
+        self, registry_id: str, page: int = 1, per_page: int = 25
+    ) -> dict[str, Any]:
+        """The page: `repositories`, `storage_used_bytes` and `meta`."""
+        path = f"/v1/container_registries/{registry_id}/repositories"
+        return self._page(path, page, per_page)
+
+    def list_tags(
+        self, registry_id: str, name: str, page: int = 1, per_page: int = 25
+    ) -> dict[str, Any]:
+        """The page: `repository`, `tags` and `meta`."""
+        return self._page(self._repository(registry_id, name) + "/tags", page, per_page)
+
+    def delete_tag(self, registry_id: str, name: str, tag: str) -> dict[str, Any]:
+        path = f"{self._repository(registry_id, name)}/tags/{quote(tag, safe='')}"
+        result: dict[str, Any] = self._call("DELETE", path)["tag"]
+        return result
+
+    def delete_repository(self, registry_id: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", self._repository(registry_id, name))[
+            "repository"
+        ]
+        return result
+
+    @staticmethod
+    def _repository(registry_id: str, name: str) -> str:
+        # Slashes encoded twice: the one spelling that works for every name (see README).
+        twice = quote(quote(name, safe=""), safe="")
+        return f"/v1/container_registries/{registry_id}/repositories/{twice}"
+
+    def _page(self, path: str, page: int, per_page: int) -> dict[str, Any]:
+        response = self._http.get(path, params={"page": page, "per_page": per_page})
+        result: dict[str, Any] = self._payload(response)
         return result
 
     def _one(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -176,7 +176,7 @@ def curl(*args: str) -> tuple[int, dict]:
     return int(status), json.loads(body)
 
 
-def test_curl_browses_and_deletes_names_with_slashes(server, database_url):
+def test_curl_and_the_cli_browse_and_delete_names_with_slashes(server, database_url):
     oci, project_id = server_client(server, database_url)
     name = f"{project_id}/team/app"
     _, digest = oci.push_image(name, "v1")
@@ -198,8 +198,26 @@ def test_curl_browses_and_deletes_names_with_slashes(server, database_url):
 
     status, deleted = curl("-H", auth, "-X", "DELETE", f"{base}/{name}/tags/v1")
     assert (status, deleted["tag"]["name"]) == (200, "v1")
-    status, deleted = curl("-H", auth, "-X", "DELETE", f"{base}/{name}")
-    assert (status, deleted["repository"]["name"]) == (200, name)
+
+    cli_env = {"DOCKYARD_URL": server.url, "DOCKYARD_TOKEN": token}
+    cli = [registry_id, "--json"]
+    listed = json.loads(server.cli("registries", "repositories", *cli, extra_env=cli_env))
+    assert listed["repositories"][0]["tag_count"] == 1
+    assert listed["storage_used_bytes"] == listed["repositories"][0]["size_bytes"]
+    tags = json.loads(
+        server.cli("registries", "tags", registry_id, name, "--json", extra_env=cli_env)
+    )
+    assert [t["name"] for t in tags["tags"]] == ["v2"]
+    table = server.cli("registries", "tags", registry_id, name, extra_env=cli_env)
+    assert tags["tags"][0]["digest"][:20] in table and "page 1 of 1 (1 in all)" in table
+    said = server.cli("registries", "delete-tag", registry_id, name, "v2", extra_env=cli_env)
+    assert f"Deleted tag v2 ({tags['tags'][0]['digest']}) of {name}" in said
+    other = f"{project_id}/other"
+    oci.push_image(other, "latest")
+    status, deleted = curl("-H", auth, "-X", "DELETE", f"{base}/{other}")
+    assert (status, deleted["repository"]["name"]) == (200, other)
+    said = server.cli("registries", "delete-repository", registry_id, name, extra_env=cli_env)
+    assert f"Deleted repository {name}" in said
     status, missing = curl("-H", auth, f"{base}/{name}/tags")
     assert status == 404
     assert missing == {"errors": [f"Repository {name} not found in this registry"]}

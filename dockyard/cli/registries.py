@@ -183,3 +183,91 @@ def credentials(
     print(created["password"])
     out.print("\nLog in with (paste the password on standard input):")
     print(docker_login_line(created["hostname"], created["username"]))
+
+
+# -- browsing a managed registry -------------------------------------------------------------
+
+NameArgument = Annotated[str, typer.Argument(help="The repository's full name, <project>/<path>.")]
+PageOption = Annotated[int, typer.Option(help="The page, from 1.")]
+PerPageOption = Annotated[int, typer.Option("--per-page", help="Rows a page, at most 100.")]
+
+
+def _table(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*(str(row.get(column, "")) for column in columns))
+    return table
+
+
+def _page_line(meta: dict[str, Any]) -> str:
+    pages = max(1, -(-meta["total"] // meta["per_page"]))
+    return f"page {meta['page']} of {pages} ({meta['total']} in all)"
+
+
+@app.command("repositories")
+def list_repositories(
+    registry_id: IdArgument,
+    page: PageOption = 1,
+    per_page: PerPageOption = 25,
+    url: UrlOption = "http://localhost:5000",
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """List a managed registry's repositories, with the storage the registry uses."""
+    with _client(url, token) as client:
+        found = client.list_repositories(registry_id, page, per_page)
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    columns = ("name", "tag_count", "size_bytes", "last_pushed_at")
+    out.print(_table(columns, found["repositories"]))
+    out.print(f"{_page_line(found['meta'])}; storage used: {found['storage_used_bytes']} bytes")
+
+
+@app.command("tags")
+def list_tags(
+    registry_id: IdArgument,
+    name: NameArgument,
+    page: PageOption = 1,
+    per_page: PerPageOption = 25,
+    url: UrlOption = "http://localhost:5000",
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """List a repository's tags with their digests and sizes."""
+    with _client(url, token) as client:
+        found = client.list_tags(registry_id, name, page, per_page)
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    out.print(_table(("name", "digest", "size_bytes", "pushed_at"), found["tags"]))
+    out.print(_page_line(found["meta"]))
+
+
+@app.command("delete-tag")
+def delete_tag(
+    registry_id: IdArgument,
+    name: NameArgument,
+    tag: Annotated[str, typer.Argument(help="The tag.")],
+    url: UrlOption = "http://localhost:5000",
+    token: TokenOption = "",
+) -> None:
+    """Remove a tag (its manifest stays pullable by digest until garbage collection)."""
+    with _client(url, token) as client:
+        removed = client.delete_tag(registry_id, name, tag)
+    out.print(f"Deleted tag {removed['name']} ({removed['digest']}) of {name}")
+
+
+@app.command("delete-repository")
+def delete_repository(
+    registry_id: IdArgument,
+    name: NameArgument,
+    url: UrlOption = "http://localhost:5000",
+    token: TokenOption = "",
+) -> None:
+    """Remove a repository with all its tags; the next garbage collection frees its blobs."""
+    with _client(url, token) as client:
+        removed = client.delete_repository(registry_id, name)
+    out.print(f"Deleted repository {removed['name']} ({removed['size_bytes']} bytes)")
