@@ -81,7 +81,7 @@ class RepositoryList(BaseModel):
     repositories: list[RepositoryOut]
     storage_used_bytes: int = Field(
         description="the whole registry: every distinct blob of its repositories counted "
-        "once, plus its distinct manifests, in bytes"
+        "once, plus every repository's manifests, in bytes"
     )
     meta: PageMeta
 

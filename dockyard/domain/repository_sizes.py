@@ -9,8 +9,10 @@ Sizes, in bytes, as stored:
   and for an index also its child manifests and their distinct blobs (one level down,
   as images are built; non-distributable layers kept elsewhere are not counted).
 - a registry's storage used: every distinct blob linked into any of its repositories,
-  counted once even when several repositories share it, plus every distinct manifest.
-  Blobs shared with other projects are counted in full for each project.
+  counted once even when several repositories share it (blobs are stored once per
+  region), plus every repository's manifests (which are kept per repository: the same
+  manifest in two repositories is stored, and counted, twice). Blobs shared with other
+  projects are counted in full for each project.
 """
 
 from __future__ import annotations
@@ -118,12 +120,9 @@ def storage_used(session: Session, project_id: uuid.UUID, region_id: uuid.UUID) 
             Blob.region_id == region_id, Blob.digest.in_(linked)
         )
     )
-    manifests = (
-        select(Manifest.digest, Manifest.size)
+    manifest_bytes = session.scalar(
+        select(func.coalesce(func.sum(Manifest.size), 0))
         .join(Repository, Repository.id == Manifest.repository_id)
         .where(mine)
-        .distinct()
-        .subquery()
     )
-    manifest_bytes = session.scalar(select(func.coalesce(func.sum(manifests.c.size), 0)))
     return int(blob_bytes or 0) + int(manifest_bytes or 0)
