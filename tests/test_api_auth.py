@@ -9,16 +9,18 @@ import pytest
 from dockyard.domain.projects import create_project, create_token, revoke_token
 
 URL = "/v1/container_registries"
+# Fixed, not uuid4(): parametrized ids must be the same in every pytest-xdist worker.
+ABSENT = "5b0e7a3c-0c8e-4d52-9a51-2f0f4c1e9d77"
 ENDPOINTS = [
     ("GET", URL),
     ("POST", URL),
     ("GET", "/v1/regions"),
     ("GET", "/v1/audit_events"),
-    ("GET", f"{URL}/{uuid.uuid4()}"),
-    ("PATCH", f"{URL}/{uuid.uuid4()}"),
-    ("DELETE", f"{URL}/{uuid.uuid4()}"),
-    ("POST", f"{URL}/{uuid.uuid4()}/credentials"),
-    ("DELETE", f"{URL}/{uuid.uuid4()}/credentials"),
+    ("GET", f"{URL}/{ABSENT}"),
+    ("PATCH", f"{URL}/{ABSENT}"),
+    ("DELETE", f"{URL}/{ABSENT}"),
+    ("POST", f"{URL}/{ABSENT}/credentials"),
+    ("DELETE", f"{URL}/{ABSENT}/credentials"),
 ]
 
 
@@ -166,8 +168,8 @@ def test_unknown_endpoint_is_404_with_errors(client, auth, path):
     [
         ("PUT", URL, {"GET", "POST"}),
         ("DELETE", URL, {"GET", "POST"}),
-        ("PUT", f"{URL}/{uuid.uuid4()}", {"GET", "PATCH", "DELETE"}),
-        ("GET", f"{URL}/{uuid.uuid4()}/credentials", {"POST", "DELETE"}),
+        ("PUT", f"{URL}/{ABSENT}", {"GET", "PATCH", "DELETE"}),
+        ("GET", f"{URL}/{ABSENT}/credentials", {"POST", "DELETE"}),
         ("POST", "/v1/regions", {"GET"}),
     ],
 )
