@@ -23,6 +23,7 @@ import pytest
 from dockyard.db import Database
 from dockyard.domain.projects import NewProject, create_project
 from tests.conftest import empty_postgres, require_or_skip
+from tests.oci_client import OCIClient
 from tests.support import Server, start_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -326,3 +327,48 @@ def test_everything_but_the_copy_button_works_without_javascript(
         expect(page.locator("button.copy")).to_have_count(3)
         for button in page.locator("button.copy").all():
             expect(button).to_be_hidden()  # no script, no button that would do nothing
+
+
+def registry_client(site: Site, project: NewProject) -> OCIClient:
+    """A /v2 client with new credentials of the managed registry, as a CI job would have."""
+    api = site.api(project)
+    managed = api.get("/v1/container_registries").json()["container_registries"][0]
+    created = api.post(f"/v1/container_registries/{managed['id']}/credentials")
+    body = created.json()["container_registry"]
+    http = httpx.Client(base_url=site.url, timeout=30)
+    return OCIClient(http, body["username"], body["password"], host=f"127.0.0.1:{site.server.port}")
+
+
+def test_browse_repositories_and_tags_and_delete_a_tag(page: Page, site: Site, project):
+    oci = registry_client(site, project)
+    web, worker = f"{project.id}/shop/web", f"{project.id}/shop/worker"
+    oci.push_image(web, "v1.0", layers=[b"web layer" * 1000])
+    oci.push_image(web, "latest", layers=[b"web layer" * 1000])
+    oci.push_image(worker, "v2", layers=[b"worker layer" * 100])
+    sign_in(page, project.api_token)
+    page.get_by_role("link", name="Nodion Registry (Local)").click()
+    page.get_by_role("link", name="Browse repositories").click()
+    expect(page.get_by_role("heading", name="Repositories")).to_be_visible()
+    expect(page.locator(".usage")).to_contain_text("2 repositories")
+    rows = page.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator("td")).to_have_text(
+        ["shop/web", "2", re.compile(r"9\.\d KB"), re.compile(".")]
+    )
+    expect(rows.nth(1).locator("td").nth(0)).to_have_text("shop/worker")
+
+    page.get_by_role("link", name="shop/web").click()
+    expect(page.get_by_role("heading", name="shop/web")).to_be_visible()
+    expect(page.locator("tbody tr td strong")).to_have_text(["latest", "v1.0"])
+    expect(page.locator("tbody tr").first).to_contain_text("OCI image")
+
+    page.get_by_role("link", name="Delete tag v1.0").click()
+    expect(page.get_by_role("heading", name="Delete this tag?")).to_be_visible()
+    page.get_by_role("button", name="Delete tag").click()
+    expect(page.get_by_text("The tag was deleted.")).to_be_visible()
+    expect(page.locator("tbody tr td strong")).to_have_text(["latest"])
+
+    # The registry agrees: v1.0 is gone from /v2, latest still pulls.
+    assert oci.tags(web).json()["tags"] == ["latest"]
+    assert oci.get_manifest(web, "v1.0").status_code == 404
+    assert oci.get_manifest(web, "latest").status_code == 200

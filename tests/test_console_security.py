@@ -20,6 +20,7 @@ from dockyard.app import Services, build_services, create_app
 from dockyard.console.session import COOKIE, SIGN_IN_COOKIE, SessionData, SessionSealer
 from dockyard.db.models import AuditEvent, ContainerRegistry
 from dockyard.domain.projects import NewProject, create_project, create_token, revoke_token
+from tests.oci_client import OCIClient
 
 EVIL_NAME = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 ATTACKER = "203.0.113.66"
@@ -480,3 +481,100 @@ def test_generated_credentials_are_shown_once_with_their_login_line(client, serv
     assert again.status_code == 400
     assert "Credentials already exist" in errors_of(again)[0]
     assert password not in again.text
+
+
+# -- browsing -----------------------------------------------------------------------------------
+
+
+def test_browsing_another_projects_images_is_the_same_404_page_as_missing_ones(
+    client, services, project, robot, other_robot
+):
+    csrf = signed_in(client, project.api_token)
+    theirs = OCIClient(client, other_robot.username, other_robot.password)
+    their_repo = f"{other_robot.project_id}/app"
+    theirs.push_image(their_repo, "v1")
+    mine = robot.registry_id
+    missing = str(uuid.uuid4())
+
+    def answers(registry: str, repository: str) -> list[tuple[int, str]]:
+        query = {"repository": repository, "tag": "v1"}
+        got = [
+            client.get(f"/registries/{registry}/repositories"),
+            client.get(f"/registries/{registry}/repositories/{repository}"),
+            client.get(f"/registries/{registry}/delete-tag", params=query),
+            client.get(f"/registries/{registry}/delete-repository", params=query),
+            client.post(f"/registries/{registry}/delete-tag", data={**query, "csrf": csrf}),
+            client.post(f"/registries/{registry}/delete-repository", data={**query, "csrf": csrf}),
+        ]
+        return [(answer.status_code, answer.text) for answer in got]
+
+    absent = answers(missing, f"{project.id}/nothing")
+    assert {status for status, _ in absent} == {404}
+    # Their registry by its id, and their repository's name under my registry.
+    assert answers(other_robot.registry_id, their_repo) == absent
+    assert answers(mine, their_repo)[1:] == absent[1:]
+    assert theirs.tags(their_repo).json()["tags"] == ["v1"]
+
+
+def test_an_external_registry_or_a_bad_page_is_refused_with_the_sentence(client, services, project):
+    signed_in(client, project.api_token)
+    hub = services.registries.create(project.id, {"name": "Hub", "registry_type": "docker_hub"})
+    page = client.get(f"/registries/{hub.id}/repositories")
+    assert page.status_code == 400
+    assert errors_of(page) == [
+        "Only managed registries can be browsed: this is an external registry (docker_hub), "
+        "whose repositories are kept at docker.io"
+    ]
+    managed = managed_id(services, project)
+    for bad in ("0", "-1", "x", "1e3", "99999999999"):
+        answer = client.get(f"/registries/{managed}/repositories", params={"page": bad})
+        assert answer.status_code == 400, bad
+    bad_name = client.get(f"/registries/{managed}/repositories/{project.id}/UPPER")
+    assert bad_name.status_code == 400
+    assert errors_of(bad_name)[0].startswith("Repository name is invalid")
+
+
+def test_deleting_a_tag_or_a_repository_takes_the_csrf_token_and_is_audited(
+    client, services, project, robot, oci
+):
+    csrf = signed_in(client, project.api_token)
+    name = f"{project.id}/shop/web"
+    oci.push_image(name, "v1")
+    oci.push_image(name, "v2", layers=[b"another layer"])
+    registry = robot.registry_id
+    tag_form = {"repository": name, "tag": "v1"}
+
+    confirm = client.get(f"/registries/{registry}/delete-tag", params=tag_form)
+    assert confirm.status_code == 200 and "Delete this tag?" in confirm.text
+    refused = client.post(f"/registries/{registry}/delete-tag", data=tag_form)
+    assert refused.status_code == 403
+    assert oci.tags(name).json()["tags"] == ["v1", "v2"]
+
+    done = client.post(
+        f"/registries/{registry}/delete-tag",
+        data={**tag_form, "csrf": csrf},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert (
+        done.headers["location"] == f"/registries/{registry}/repositories/{name}?notice=tag_deleted"
+    )
+    assert oci.tags(name).json()["tags"] == ["v2"]
+    again = client.post(f"/registries/{registry}/delete-tag", data={**tag_form, "csrf": csrf})
+    assert again.status_code == 404
+
+    repo_form = {"repository": name}
+    assert (
+        client.post(f"/registries/{registry}/delete-repository", data=repo_form).status_code == 403
+    )
+    gone = client.post(
+        f"/registries/{registry}/delete-repository", data={**repo_form, "csrf": csrf}
+    )
+    assert gone.status_code == 200
+    assert "The repository was deleted" in gone.text
+    assert oci.tags(name).status_code == 404
+
+    auth = {"Authorization": f"Bearer {project.api_token}"}
+    events = client.get("/v1/audit_events", headers=auth).json()["audit_events"]
+    actions = [event["action"] for event in events]
+    assert actions[:2] == ["repository.deleted", "tag.deleted"]

@@ -1,6 +1,6 @@
 """The web console at /: server-rendered pages over the same domain services as /v1.
 
-One module per group of pages (auth, registries, credentials), templates in templates/,
+One module per group of pages (auth, registries, credentials, browse), templates in templates/,
 CSS and the copy button's script in static/, served by Dockyard itself: no build step and
 nothing fetched from elsewhere, since machines may have no internet.
 """
@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from dockyard.console import auth, credentials, registries
+from dockyard.console import auth, browse, credentials, registries
 from dockyard.console.session import SessionSealer
 from dockyard.console.web import HERE, Console, PageExitError
 from dockyard.services import Services
@@ -28,6 +28,6 @@ def install_console(app: FastAPI, services: Services) -> None:
         return exc.response
 
     app.add_exception_handler(PageExitError, page_exit)
-    for module in (auth, registries, credentials):
+    for module in (auth, registries, credentials, browse):
         module.routes.install(app)
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="console-static")

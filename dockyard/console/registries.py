@@ -21,6 +21,8 @@ NOTICES = {
     "deleted": "The registry was deleted.",
     "revoked": "The credentials were revoked; logins with them fail from now on.",
     "tag_deleted": "The tag was deleted.",
+    "repository_deleted": "The repository was deleted; its storage is freed by the next "
+    "garbage collection.",
 }
 TYPE_NAMES = {"docker_hub": "Docker Hub", "ghcr": "GitHub (ghcr.io)", "custom": "Custom"}
 
