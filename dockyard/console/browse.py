@@ -126,6 +126,7 @@ async def delete_tag_form(registry_id: str, request: Request, me: Caller) -> Res
     return console.render(
         request,
         "delete_tag.html",
+        short_name=short_name,
         registry_id=registry_id,
         repository=listing,
         tag=tag,
@@ -160,6 +161,7 @@ async def delete_repository_form(registry_id: str, request: Request, me: Caller)
     return console.render(
         request,
         "delete_repository.html",
+        short_name=short_name,
         registry_id=registry_id,
         repository=listing,
         back=repository_url(registry_id, name),

@@ -27,9 +27,11 @@ async def generate_credentials(registry_id: str, request: Request, me: Caller) -
         )
     except RefusedError as refused:
         raise console.refused(request, refused.messages) from None
+    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
     return console.render(
         request,
         "credentials.html",
+        registry=view,
         created=created,
         login=docker_login_with_password(created.hostname, created.username, created.password),
         image_prefix=f"{created.hostname}/{me.project_id}/",
