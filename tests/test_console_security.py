@@ -578,3 +578,60 @@ def test_deleting_a_tag_or_a_repository_takes_the_csrf_token_and_is_audited(
     events = client.get("/v1/audit_events", headers=auth).json()["audit_events"]
     actions = [event["action"] for event in events]
     assert actions[:2] == ["repository.deleted", "tag.deleted"]
+
+
+def test_odd_input_gets_a_page_never_a_500(client, services, project):
+    csrf = signed_in(client, project.api_token)
+    managed = managed_id(services, project)
+    gets = [
+        "/registries/%00",
+        "/registries/" + "f" * 5000,
+        f"/registries/{managed.upper()}",
+        f"/registries/{managed}/repositories/%ff%fe",
+        f"/registries/{managed}/repositories/{project.id}/a%252Fb",
+        f"/registries/{managed}/repositories/",
+        f"/registries/{managed}/repositories?page=\u0661",
+        f"/registries/{managed}/repositories?page=" + "9" * 400,
+        f"/registries/{managed}/delete-tag?repository={project.id}/app&tag=%0a",
+        f"/registries/{managed}/delete-tag",
+        "/sign-in?ended=%ff",
+        "/?notice=<script>",
+    ]
+    for path in gets:
+        answer = client.get(path, follow_redirects=False)
+        assert answer.status_code < 500, (path, answer.text)
+        assert "<script>" not in answer.text.split("</head>")[-1], path
+    posts = [
+        (
+            "/registries/new",
+            {"content": b"[1, 2]", "headers": {"content-type": "application/json"}},
+        ),
+        (
+            "/registries/new",
+            {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+        ),
+        (
+            "/registries/new",
+            {
+                "content": b"\xff\xfe=\xff",
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+            },
+        ),
+        (
+            "/registries/new",
+            {
+                "content": b"csrf=" + csrf.encode() + b"&name=%00",
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+            },
+        ),
+        ("/sign-in", {"content": b'{"token": 5}', "headers": {"content-type": "application/json"}}),
+        ("/sign-in", {"content": b"x", "headers": {"content-type": "text/plain"}}),
+    ]
+    for path, request in posts:
+        answer = client.post(path, follow_redirects=False, **request)
+        assert answer.status_code < 500, (path, request, answer.text)
+    for value in ("%ff", "v1:" + "A" * 100, '"quoted"', "a;b"):
+        other = TestClient(client.app)
+        other.cookies.set(COOKIE, value)
+        assert other.get("/", follow_redirects=False).status_code == 303, value
+    assert external_count(services, project.id) == 0
