@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     # When set, GET /metrics wants `Authorization: Bearer <this>`; unset, it is open (bind
     # it to a private network or let the proxy refuse it from outside).
     metrics_token: SecretStr | None = None
+    # The web console at / (dockyard/console); false leaves / to nothing but a 404.
+    console: bool = True
+    # How long a console sign-in lasts; the API token's revocation ends it sooner.
+    console_session_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
 
     # The registry (/v2) and its token service.
     public_url: str | None = None

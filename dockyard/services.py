@@ -11,6 +11,7 @@ from dockyard.config import Settings
 from dockyard.db import Database
 from dockyard.db.changes import ChangeFeed, NoChangeFeed, change_feed_for
 from dockyard.domain.audit import AuditLog
+from dockyard.domain.browse import BrowseService
 from dockyard.domain.credentials import CredentialService, RobotDirectory
 from dockyard.domain.manifests import ManifestService
 from dockyard.domain.registries import RegistryService
@@ -36,6 +37,7 @@ class Services:
     audit: AuditLog
     throttle: Throttle
     metrics: Metrics
+    browse: BrowseService
 
     def close(self) -> None:
         self.changes.close()
@@ -76,9 +78,10 @@ def build_services(
         issuer=settings.token_issuer,
         lifetime_seconds=settings.token_lifetime_seconds,
     )
+    stores = build_stores(settings)
     registry = RegistryContext(
         settings=settings,
-        stores=build_stores(settings),
+        stores=stores,
         tokens=tokens,
         robots=robots,
         standing=RobotStanding(robots, settings.robot_check_seconds),
@@ -103,4 +106,5 @@ def build_services(
             clock=clock,
         ),
         metrics=Metrics(),
+        browse=BrowseService(db, registries, stores),
     )

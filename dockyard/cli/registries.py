@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from rich.table import Table
 
 from dockyard.cli.options import JsonOption
 from dockyard.client import ClientError, DockyardClient
+from dockyard.login_line import docker_login_line
 
 app = typer.Typer(help="Manage the container registries of a project through the API.")
 out = Console()
@@ -152,11 +152,6 @@ def delete_registry(
 ) -> None:
     """Remove an external registry."""
     _one(url, token, as_json, lambda c: c.delete_registry(registry_id))
-
-
-def docker_login_line(hostname: str, username: str) -> str:
-    """The login command, quoted so that the `$` of a robot name survives any shell."""
-    return f"docker login {shlex.quote(hostname)} -u {shlex.quote(username)} --password-stdin"
 
 
 @app.command("credentials")

@@ -239,3 +239,5 @@ class AuditEvent(Base):
     # No foreign key: the event of a deleted registry outlives it.
     registry_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     source: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What inside the registry was acted on: `<repository>` or `<repository>:<tag>`.
+    subject: Mapped[str | None] = mapped_column(String(400), nullable=True)

@@ -34,9 +34,12 @@ REGISTRY_UPDATED = "registry.updated"
 REGISTRY_DELETED = "registry.deleted"
 LOGIN_FAILED = "login.failed"
 LOGIN_BLOCKED = "login.blocked"
+TAG_DELETED = "tag.deleted"
+REPOSITORY_DELETED = "repository.deleted"
 
 MAX_ACTOR_CHARS = 128
 MAX_SOURCE_CHARS = 64
+MAX_SUBJECT_CHARS = 400  # a repository's name (255) and a tag (128)
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,11 @@ def record(
     action: str,
     *,
     registry_id: uuid.UUID | None = None,
+    subject: str | None = None,
     actor: Actor | None = None,
 ) -> None:
-    """Add an event to the caller's transaction: it commits or rolls back with the change."""
+    """Add an event to the caller's transaction: it commits or rolls back with the change.
+    `subject` names what inside the registry was acted on (`<repository>[:<tag>]`)."""
     who = actor or current_actor()
     session.add(
         AuditEvent(
@@ -87,6 +92,7 @@ def record(
             actor=who.name[:MAX_ACTOR_CHARS] if who.name else None,
             registry_id=registry_id,
             source=who.source[:MAX_SOURCE_CHARS] if who.source else None,
+            subject=subject[:MAX_SUBJECT_CHARS] if subject else None,
         )
     )
 
@@ -101,6 +107,7 @@ class EventView:
     actor: str | None
     registry_id: uuid.UUID | None
     source: str | None
+    subject: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,7 @@ class AuditLog:
                 actor=row.actor,
                 registry_id=row.registry_id,
                 source=row.source,
+                subject=row.subject,
             )
             for row in rows
         ]
