@@ -16,6 +16,7 @@ from dockyard.domain.manifests import ManifestService
 from dockyard.domain.registries import RegistryService
 from dockyard.domain.repositories import RepositoryService
 from dockyard.domain.uploads import UploadService
+from dockyard.domain.verification import VerificationStore
 from dockyard.metrics import Metrics
 from dockyard.registry.context import RegistryContext, RobotStanding, UploadHashers
 from dockyard.registry.tokens import TokenService, load_or_create_signing_key
@@ -23,6 +24,7 @@ from dockyard.security import Cipher, SecretHasher, load_or_create_key
 from dockyard.storage import BlobStore
 from dockyard.storage.factory import build_store
 from dockyard.throttle import Throttle
+from dockyard.verification import Verifier
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Services:
     audit: AuditLog
     throttle: Throttle
     metrics: Metrics
+    verifier: Verifier  # started and stopped by the app's lifespan
 
     def close(self) -> None:
         self.changes.close()
@@ -103,4 +106,5 @@ def build_services(
             clock=clock,
         ),
         metrics=Metrics(),
+        verifier=Verifier.build(VerificationStore(registries), settings),
     )
