@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
+from anyio import to_thread
 
 from dockyard import __version__
 from dockyard.domain.registry_fields import AUTHENTICATION_FAILED, AVAILABLE, UNREACHABLE
@@ -71,10 +72,21 @@ class RegistryProbe:
         self.policy = policy
         self.connect_timeout = connect_timeout
         self.total_timeout = total_timeout
-        # Built once: loading the CA bundle costs ~20 ms. The environment is not read
-        # (SSL_CERT_FILE, proxies): settings come from Settings only.
-        self._verified = httpx.create_ssl_context(trust_env=False)
-        self._unverified = httpx.create_ssl_context(verify=False, trust_env=False)
+        self._tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None
+
+    async def _contexts(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        """TLS with and without verification, built at the first check, off the event loop:
+        loading the CA bundle takes 50-250 ms, which every build_services (each CLI command,
+        each test) would pay otherwise. The environment (SSL_CERT_FILE, proxies) is not read:
+        settings come from Settings only."""
+        if self._tls is None:
+            self._tls = await to_thread.run_sync(
+                lambda: (
+                    httpx.create_ssl_context(trust_env=False),
+                    httpx.create_ssl_context(verify=False, trust_env=False),
+                )
+            )
+        return self._tls
 
     async def check(self, hostname: str, credentials: tuple[str, str] | None) -> Outcome:
         try:
@@ -93,6 +105,8 @@ class RegistryProbe:
 
     @contextlib.asynccontextmanager
     async def _clients(self) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+        verifying, trusting = await self._contexts()
+
         # A connection per request (no keep-alive): none is shared between tenants' checks,
         # and one made for a name is never reused for another name on the same address.
         def client(tls: ssl.SSLContext) -> httpx.AsyncClient:
@@ -105,7 +119,7 @@ class RegistryProbe:
                 headers={"User-Agent": USER_AGENT},
             )
 
-        async with client(self._verified) as verified, client(self._unverified) as unverified:
+        async with client(verifying) as verified, client(trusting) as unverified:
             yield verified, unverified
 
 
