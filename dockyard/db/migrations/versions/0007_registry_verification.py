@@ -1,7 +1,7 @@
 """registry verification: when the running check of an external registry began
 
-Revision ID: 0008
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 
 `status` is `verifying` while a check is asked for or running; `verification_started_at`
 says since when (the request, then the moment a process took the check on). A check whose
@@ -14,8 +14,8 @@ or are verified.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
