@@ -69,7 +69,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         collecting = None
         if settings.gc_interval_seconds > 0:
             collecting = asyncio.create_task(collect_periodically(services))
+        await services.verifier.start()
         yield
+        await services.verifier.stop()
         if collecting is not None:
             collecting.cancel()
         services.close()

@@ -17,6 +17,7 @@ from dockyard.domain.manifests import ManifestService
 from dockyard.domain.registries import RegistryService
 from dockyard.domain.repositories import RepositoryService
 from dockyard.domain.uploads import UploadService
+from dockyard.domain.verification import VerificationStore
 from dockyard.metrics import Metrics
 from dockyard.registry.context import RegistryContext, RobotStanding, UploadHashers
 from dockyard.registry.tokens import TokenService, load_or_create_signing_key
@@ -24,6 +25,7 @@ from dockyard.security import Cipher, SecretHasher, load_or_create_key
 from dockyard.storage import BlobStore
 from dockyard.storage.factory import build_store
 from dockyard.throttle import Throttle
+from dockyard.verification import Verifier
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Services:
     throttle: Throttle
     metrics: Metrics
     browse: BrowseService
+    verifier: Verifier  # started and stopped by the app's lifespan
 
     def close(self) -> None:
         self.changes.close()
@@ -107,4 +110,5 @@ def build_services(
         ),
         metrics=Metrics(),
         browse=BrowseService(db, registries, stores),
+        verifier=Verifier.build(VerificationStore(registries), settings),
     )

@@ -90,7 +90,13 @@ def empty_postgres(url: str) -> None:
 @pytest.fixture
 def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"data_dir": tmp_path / "data", "database_url": database_url}
+        # No checks of external registries unless a test turns them on: the registries
+        # tests create (docker.io, ghcr.io, made-up hosts) are not there to be reached.
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "verify_registries": False,
+        }
         values.update(overrides)
         return Settings(**values)
 

@@ -19,6 +19,7 @@ ENDPOINTS = [
     ("GET", f"{URL}/{ABSENT}"),
     ("PATCH", f"{URL}/{ABSENT}"),
     ("DELETE", f"{URL}/{ABSENT}"),
+    ("POST", f"{URL}/{ABSENT}/verify"),
     ("POST", f"{URL}/{ABSENT}/credentials"),
     ("DELETE", f"{URL}/{ABSENT}/credentials"),
 ]
@@ -192,6 +193,7 @@ def test_openapi_lists_every_v1_path_with_its_methods(client):
         URL: {"GET", "POST"},
         f"{URL}/{{registry_id}}": {"GET", "PATCH", "DELETE"},
         f"{URL}/{{registry_id}}/credentials": {"POST", "DELETE"},
+        f"{URL}/{{registry_id}}/verify": {"POST"},
         "/v1/regions": {"GET"},
         "/v1/audit_events": {"GET"},
     }

@@ -31,6 +31,7 @@ OPERATIONS = [
     "GET /v1/container_registries/{registry_id}",
     "PATCH /v1/container_registries/{registry_id}",
     "DELETE /v1/container_registries/{registry_id}",
+    "POST /v1/container_registries/{registry_id}/verify",
     "POST /v1/container_registries/{registry_id}/credentials",
     "DELETE /v1/container_registries/{registry_id}/credentials",
     "GET /v1/regions",

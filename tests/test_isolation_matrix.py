@@ -361,6 +361,7 @@ ROUTE_KINDS = {
     ("GET", f"{URL}/{{registry_id}}"): "scoped",
     ("PATCH", f"{URL}/{{registry_id}}"): "scoped",
     ("DELETE", f"{URL}/{{registry_id}}"): "scoped",
+    ("POST", f"{URL}/{{registry_id}}/verify"): "scoped",
     ("POST", f"{URL}/{{registry_id}}/credentials"): "scoped",
     ("DELETE", f"{URL}/{{registry_id}}/credentials"): "scoped",
     ("GET", "/v1/regions"): "global",

@@ -74,6 +74,7 @@ def create_registry(
 ) -> ContainerRegistryEnvelope:
     """Connect an external registry (docker_hub, ghcr or custom)."""
     view = services.registries.create(project, fields)
+    services.verifier.follow(view)  # the check runs after this answer, in the background
     return ContainerRegistryEnvelope(
         container_registry=ContainerRegistryOut.of(view, services.settings.zone)
     )
@@ -98,6 +99,7 @@ def update_registry(
 ) -> ContainerRegistryEnvelope:
     """Change an external registry; omitted fields keep their value."""
     view = services.registries.update(project, registry_id, fields)
+    services.verifier.follow(view)  # when the host or credentials changed
     return ContainerRegistryEnvelope(
         container_registry=ContainerRegistryOut.of(view, services.settings.zone)
     )
@@ -109,6 +111,20 @@ def delete_registry(
 ) -> ContainerRegistryEnvelope:
     """Remove an external registry; answers with its last state."""
     view = services.registries.delete(project, registry_id)
+    return ContainerRegistryEnvelope(
+        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
+    )
+
+
+@router.post("/{registry_id}/verify", status_code=202, responses=_REFUSALS)
+def verify_registry(
+    registry_id: str, project: ProjectDep, services: ServicesDep
+) -> ContainerRegistryEnvelope:
+    """Check an external registry again: answers at once, in status `verifying`, and the
+    check runs in the background (GET the registry to see its result). A registry being
+    checked already is not checked twice. Managed registries are always available (400)."""
+    view = services.registries.request_check(project, registry_id)
+    services.verifier.follow(view)
     return ContainerRegistryEnvelope(
         container_registry=ContainerRegistryOut.of(view, services.settings.zone)
     )

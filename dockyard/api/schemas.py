@@ -30,7 +30,11 @@ def format_time(moment: datetime, zone: ZoneInfo) -> str:
 
 class ContainerRegistryOut(BaseModel):
     id: uuid.UUID
-    status: str = Field(examples=["available"])
+    status: str = Field(
+        examples=["available"],
+        description="available; for external registries also verifying (a check of the "
+        "host and credentials is running), authentication_failed or unreachable",
+    )
     registry_type: RegistryType
     name: str
     hostname: str

@@ -76,6 +76,7 @@ class ContainerRegistry(Base):
         # One managed registry per (project, region); external rows have no region and
         # NULLs never collide, on SQLite and PostgreSQL alike.
         Index("uq_registry_project_region", "project_id", "region_id", unique=True),
+        Index("ix_container_registries_verification", "verification_started_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -91,6 +92,9 @@ class ContainerRegistry(Base):
     status: Mapped[str] = mapped_column(String(32), default="available")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Since when the check of an external registry is asked for or running (status
+    # `verifying`); NULL otherwise. See dockyard.domain.verification.
+    verification_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RobotAccount(Base):

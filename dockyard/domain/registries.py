@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -19,8 +19,10 @@ from dockyard.domain import audit
 from dockyard.domain.audit import Actor
 from dockyard.domain.errors import NotFoundError, RefusedError
 from dockyard.domain.registry_fields import (
+    AVAILABLE,
     KEEP,
     MANAGED_TYPE,
+    VERIFYING,
     Keep,
     StoredFields,
     parse_create,
@@ -42,6 +44,9 @@ class RegistryView:
     region_id: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
+    # Set when this change asked for a check of the registry: the token the check is
+    # started with (dockyard.verification.Verifier.follow). Not part of the API's shape.
+    check_requested_at: datetime | None = None
 
 
 class _Shown(Protocol):
@@ -192,9 +197,12 @@ class RegistryService:
     def _region(self, row: _Shown) -> Region | None:
         return None if row.region_id is None else self.settings.region_by_id(row.region_id)
 
-    def _view(self, row: ContainerRegistry, has_robot: bool) -> RegistryView:
+    def _view(
+        self, row: ContainerRegistry, has_robot: bool, *, asked: datetime | None = None
+    ) -> RegistryView:
         has_secrets = row.username_enc is not None and row.password_enc is not None
-        return self._shown(row, has_robot=has_robot, has_secrets=has_secrets)
+        view = self._shown(row, has_robot=has_robot, has_secrets=has_secrets)
+        return view if asked is None else replace(view, check_requested_at=asked)
 
     def _shown(self, row: _Shown, *, has_robot: bool, has_secrets: bool) -> RegistryView:
         if row.registry_type == MANAGED_TYPE:
@@ -247,7 +255,7 @@ class RegistryService:
                     registry_type=MANAGED_TYPE,
                     name=f"{self.settings.platform_name} Registry ({region.name})",
                     region_id=region.region_id,
-                    status="available",
+                    status=AVAILABLE,
                     created_at=now,
                     updated_at=now,
                 )
@@ -272,18 +280,18 @@ class RegistryService:
                 name=checked.name,
                 hostname=checked.hostname,
                 region_id=None,
-                status="available",
                 created_at=now,
                 updated_at=now,
             )
             row.username_enc = self._seal(row.id, "username", checked.username)
             row.password_enc = self._seal(row.id, "password", checked.password)
+            self._ask_for_check(row, now)
             session.add(row)
             audit.record(
                 session, project_id, audit.REGISTRY_CREATED, registry_id=row.id, actor=actor
             )
             session.flush()
-            return self._view(row, False)
+            return self._view(row, False, asked=row.verification_started_at)
 
     def update(
         self,
@@ -305,6 +313,13 @@ class RegistryService:
                     has_password=row.password_enc is not None,
                 ),
             )
+            # What a check depends on; a new name alone is not checked again. Credentials
+            # sent again count as changed: they are not decrypted to be compared.
+            recheck = (
+                change.hostname != row.hostname
+                or change.username is not KEEP
+                or change.password is not KEEP
+            )
             row.name = change.name
             row.hostname = change.hostname
             if change.username is not KEEP:
@@ -312,11 +327,51 @@ class RegistryService:
             if change.password is not KEEP:
                 row.password_enc = self._seal(row.id, "password", change.password)
             row.updated_at = utcnow()
+            asked = None
+            if recheck:
+                asked = self._ask_for_check(row, row.updated_at)
             audit.record(
                 session, project_id, audit.REGISTRY_UPDATED, registry_id=row.id, actor=actor
             )
             session.flush()
-            return self._view(row, False)
+            return self._view(row, False, asked=asked)
+
+    def request_check(self, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
+        """POST .../verify: the registry in state `verifying`, its check asked for. One that
+        is being checked already (and not for so long that its check is taken for lost)
+        stays as it is: a repeated request must not start a check per call."""
+        with self.db.write() as session:
+            row, _ = self._find(session, project_id, registry_ref)
+            if row.registry_type == MANAGED_TYPE:
+                raise RefusedError(
+                    f"{self.settings.platform_name} registries are managed by the platform and "
+                    "always available; only external registries (docker_hub, ghcr, custom) "
+                    "are checked"
+                )
+            if not self.settings.verify_registries:
+                raise RefusedError(
+                    "Checking external registries is turned off on this server "
+                    "(DOCKYARD_VERIFY_REGISTRIES=false); their status is not checked"
+                )
+            now = utcnow()
+            started = row.verification_started_at
+            if (
+                row.status == VERIFYING
+                and started is not None
+                and (now - started).total_seconds() < self.settings.verify_stale_seconds
+            ):
+                return self._view(row, False)
+            self._ask_for_check(row, now)
+            session.flush()
+            return self._view(row, False, asked=now)
+
+    def _ask_for_check(self, row: ContainerRegistry, now: datetime) -> datetime | None:
+        """Mark the registry for a check, or, with checks turned off, as never checked."""
+        if not self.settings.verify_registries:
+            row.status, row.verification_started_at = AVAILABLE, None
+            return None
+        row.status, row.verification_started_at = VERIFYING, now
+        return now
 
     def delete(
         self, project_id: uuid.UUID, registry_ref: str, actor: Actor | None = None
