@@ -1,6 +1,6 @@
 """audit subject: which repository or tag a deletion through /v1 removed
 
-Revision ID: 0006_audit_subject
+Revision ID: 0006
 Revises: 0005
 
 `repository.deleted` and `tag.deleted` name what they removed (`<repository>[:<tag>]`);
@@ -10,7 +10,7 @@ older events have none.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_audit_subject"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
