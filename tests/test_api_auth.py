@@ -19,6 +19,7 @@ ENDPOINTS = [
     ("DELETE", f"{URL}/{uuid.uuid4()}"),
     ("POST", f"{URL}/{uuid.uuid4()}/credentials"),
     ("DELETE", f"{URL}/{uuid.uuid4()}/credentials"),
+    ("POST", f"{URL}/{uuid.uuid4()}/credentials/rotate"),
 ]
 
 
@@ -190,6 +191,7 @@ def test_openapi_lists_every_v1_path_with_its_methods(client):
         URL: {"GET", "POST"},
         f"{URL}/{{registry_id}}": {"GET", "PATCH", "DELETE"},
         f"{URL}/{{registry_id}}/credentials": {"POST", "DELETE"},
+        f"{URL}/{{registry_id}}/credentials/rotate": {"POST"},
         "/v1/regions": {"GET"},
         "/v1/audit_events": {"GET"},
     }

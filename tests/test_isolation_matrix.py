@@ -363,6 +363,7 @@ ROUTE_KINDS = {
     ("DELETE", f"{URL}/{{registry_id}}"): "scoped",
     ("POST", f"{URL}/{{registry_id}}/credentials"): "scoped",
     ("DELETE", f"{URL}/{{registry_id}}/credentials"): "scoped",
+    ("POST", f"{URL}/{{registry_id}}/credentials/rotate"): "scoped",
     ("GET", "/v1/regions"): "global",
     ("GET", "/v1/audit_events"): "own",
 }
