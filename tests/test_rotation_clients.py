@@ -107,6 +107,20 @@ def test_skopeo_keeps_working_with_the_old_password_until_its_grace_period_ends(
     assert podman.login(first).returncode != 0
     assert podman.login(first, password=rotated["password"]).returncode == 0
 
+    # The CLI's own output: the new password once, when the old one stops, how to log in.
+    shown = server.cli(
+        "registries", "credentials", first.registry_id, "--rotate", "--grace-period", "0",
+        extra_env=cli_env,
+    )  # fmt: skip
+    lines = shown.splitlines()
+    third = lines[lines.index("Password (shown only now):") + 1]
+    assert "The previous password works until" in shown
+    assert f"docker login localhost:{server.port} -u '{first.username}' --password-stdin" in shown
+    assert podman.login(first, password=third).returncode == 0
+    assert podman.login(first, password=rotated["password"]).returncode != 0
+    for password in (first.password, rotated["password"], third):
+        assert password not in server.log()
+
 
 def test_podman_is_refused_an_expired_password_and_takes_the_rotated_one(
     server: Server, database_url: str, first: Account, work: Path

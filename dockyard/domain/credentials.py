@@ -239,14 +239,18 @@ class RobotDirectory:
             self.hasher.verify(self._decoy, password)
             return None
         now = self.now()
-        # The current secret first: the usual login costs one argon2 check, as before
-        # rotation existed; only a login that fails it tries the previous one.
-        if self.hasher.verify(row.secret_hash, password):
+        previous = row.previous_secret_hash if previous_good(row, now) else None
+        # The current secret first: the usual login costs one argon2 check (none when
+        # proven recently), as before rotation existed; only a login that fails it tries
+        # the previous one. A consumer still on the previous secret during the grace period
+        # would pay a failed argon2 check of the current one on every login: a recent proof
+        # of the previous one (a lookup, no argon2) is taken first instead.
+        if previous is not None and self.hasher.proven(previous, password):
+            proved: str | None = previous
+        elif self.hasher.verify(row.secret_hash, password):
             proved = row.secret_hash if current_good(row, now) else None
-        elif previous_good(row, now) and self.hasher.verify(
-            row.previous_secret_hash or "", password
-        ):
-            proved = row.previous_secret_hash
+        elif previous is not None and self.hasher.verify(previous, password):
+            proved = previous
         else:
             proved = None
         if proved is None:
