@@ -1,4 +1,4 @@
-"""Migration 0006 (rotation and expiry): down and up again, robots made before it keep
+"""Migration 0008 (rotation and expiry): down and up again, robots made before it keep
 working, unchanged."""
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ def robot_columns(url: str) -> set[str]:
         db.dispose()
 
 
-def test_a_robot_from_before_0006_keeps_working_without_expiry(timed, auth, database_url):
+def test_a_robot_from_before_0008_keeps_working_without_expiry(timed, auth, database_url):
     registry_id = managed_id(timed, auth)
     robot = generated(timed, auth, registry_id)
     timed.app.state.services.db.engine.dispose()  # no pooled connection holds the table
     try:
-        migrate_to(database_url, "0005")
+        migrate_to(database_url, "0007")
         assert not robot_columns(database_url) & NEW_COLUMNS
     finally:
         migrate_to(database_url, "head")

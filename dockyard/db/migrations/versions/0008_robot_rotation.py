@@ -1,7 +1,7 @@
 """robot rotation: a previous secret valid for a grace period, and optional expiry
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 
 All nullable, so existing robots keep working unchanged: no previous secret, no expiry.
 `previous_secret_hash` stays after its grace period ends (with `previous_valid_until` in
@@ -12,8 +12,8 @@ token issued before rotation existed (it names no secret) from one that is still
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
