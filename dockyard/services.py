@@ -6,10 +6,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from dockyard.config import Settings
 from dockyard.db import Database
 from dockyard.db.changes import ChangeFeed, NoChangeFeed, change_feed_for
+from dockyard.db.models import utcnow
 from dockyard.domain.audit import AuditLog
 from dockyard.domain.browse import BrowseService
 from dockyard.domain.credentials import CredentialService, RobotDirectory
@@ -70,12 +72,13 @@ def build_services(
     db: Database | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,  # the throttle's; tests travel in time
+    now: Callable[[], datetime] = utcnow,  # credentials' expiry and grace periods; likewise
 ) -> Services:
     db = db or Database(settings.resolved_database_url)
     cipher = Cipher(load_or_create_key(_secret(settings.encryption_key), settings.data_dir))
     hasher = SecretHasher()
     registries = RegistryService(db, settings, cipher)
-    robots = RobotDirectory(db, hasher)
+    robots = RobotDirectory(db, hasher, now)
     tokens = TokenService(
         load_or_create_signing_key(_secret(settings.token_signing_key), settings.data_dir),
         issuer=settings.token_issuer,
@@ -98,7 +101,7 @@ def build_services(
         db=db,
         changes=change_feed_for(db) if settings.read_cache else NoChangeFeed(),
         registries=registries,
-        credentials=CredentialService(registries, hasher),
+        credentials=CredentialService(registries, hasher, now),
         registry=registry,
         audit=AuditLog(db, settings.robot_prefix),
         throttle=Throttle(

@@ -22,6 +22,7 @@ ENDPOINTS = [
     ("POST", f"{URL}/{ABSENT}/verify"),
     ("POST", f"{URL}/{ABSENT}/credentials"),
     ("DELETE", f"{URL}/{ABSENT}/credentials"),
+    ("POST", f"{URL}/{ABSENT}/credentials/rotate"),
 ]
 
 
@@ -194,6 +195,7 @@ def test_openapi_lists_every_v1_path_with_its_methods(client):
         f"{URL}/{{registry_id}}": {"GET", "PATCH", "DELETE"},
         f"{URL}/{{registry_id}}/credentials": {"POST", "DELETE"},
         f"{URL}/{{registry_id}}/verify": {"POST"},
+        f"{URL}/{{registry_id}}/credentials/rotate": {"POST"},
         "/v1/regions": {"GET"},
         "/v1/audit_events": {"GET"},
     }

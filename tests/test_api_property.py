@@ -34,10 +34,16 @@ OPERATIONS = [
     "POST /v1/container_registries/{registry_id}/verify",
     "POST /v1/container_registries/{registry_id}/credentials",
     "DELETE /v1/container_registries/{registry_id}/credentials",
+    "POST /v1/container_registries/{registry_id}/credentials/rotate",
     "GET /v1/regions",
     "GET /v1/audit_events",
 ]
-WITH_BODY = ["POST /v1/container_registries", "PATCH /v1/container_registries/{registry_id}"]
+WITH_BODY = [
+    "POST /v1/container_registries",
+    "PATCH /v1/container_registries/{registry_id}",
+    "POST /v1/container_registries/{registry_id}/credentials",  # optional: expires_in
+    "POST /v1/container_registries/{registry_id}/credentials/rotate",
+]
 # Those whose request can break the document's rules: a body, or a query of bounded numbers
 # (a path segment may be any string).
 CAN_BE_INVALID = [*WITH_BODY, "GET /v1/audit_events"]

@@ -364,6 +364,7 @@ ROUTE_KINDS = {
     ("POST", f"{URL}/{{registry_id}}/verify"): "scoped",
     ("POST", f"{URL}/{{registry_id}}/credentials"): "scoped",
     ("DELETE", f"{URL}/{{registry_id}}/credentials"): "scoped",
+    ("POST", f"{URL}/{{registry_id}}/credentials/rotate"): "scoped",
     ("GET", "/v1/regions"): "global",
     ("GET", "/v1/audit_events"): "own",
 }

@@ -47,6 +47,9 @@ class RegistryView:
     # Set when this change asked for a check of the registry: the token the check is
     # started with (dockyard.verification.Verifier.follow). Not part of the API's shape.
     check_requested_at: datetime | None = None
+    # A managed registry's robot's expiry, if its credentials were given one: a stored
+    # time, so that a cached list stays right as it passes.
+    credentials_expire_at: datetime | None = None
 
 
 class _Shown(Protocol):
@@ -87,6 +90,7 @@ _LISTING = (
             ContainerRegistry.username_enc.is_not(None), ContainerRegistry.password_enc.is_not(None)
         ).label("has_secrets"),
         RobotAccount.id.is_not(None).label("has_robot"),
+        RobotAccount.expires_at.label("robot_expires_at"),
     )
     .outerjoin(RobotAccount, RobotAccount.registry_id == ContainerRegistry.id)
     .where(ContainerRegistry.project_id == bindparam("project_id"))
@@ -107,6 +111,7 @@ class _Listed(NamedTuple):
     updated_at: datetime
     has_secrets: bool
     has_robot: bool
+    robot_expires_at: datetime | None
 
 
 def parse_registry_id(registry_ref: str) -> uuid.UUID:
@@ -154,8 +159,8 @@ class RegistryService:
 
     def get_in(self, session: Session, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
         """get in the caller's transaction."""
-        row, has_robot = self._find(session, project_id, registry_ref)
-        return self._view(row, has_robot)
+        row, has_robot, expires_at = self._find(session, project_id, registry_ref)
+        return self._view(row, has_robot, expires_at)
 
     def _rows(self, session: Session, project_id: uuid.UUID) -> list[_Listed]:
         found = session.connection().execute(_LISTING, {"project_id": project_id})
@@ -174,37 +179,55 @@ class RegistryService:
         ]
         listed.extend(row for row in rows if row.registry_type != MANAGED_TYPE)
         return [
-            self._shown(row, has_robot=row.has_robot, has_secrets=row.has_secrets) for row in listed
+            self._shown(
+                row,
+                has_robot=row.has_robot,
+                has_secrets=row.has_secrets,
+                expires_at=row.robot_expires_at,
+            )
+            for row in listed
         ]
 
     def _find(
         self, session: Session, project_id: uuid.UUID, registry_ref: str
-    ) -> tuple[ContainerRegistry, bool]:
+    ) -> tuple[ContainerRegistry, bool, datetime | None]:
         registry_id = parse_registry_id(registry_ref)
         found = session.execute(
-            select(ContainerRegistry, RobotAccount.id.is_not(None))
+            select(ContainerRegistry, RobotAccount.id.is_not(None), RobotAccount.expires_at)
             .outerjoin(RobotAccount, RobotAccount.registry_id == ContainerRegistry.id)
             .where(ContainerRegistry.id == registry_id, ContainerRegistry.project_id == project_id)
         ).first()
         if found is None:
             raise NotFoundError("Container registry not found")
-        row, has_robot = found
+        row, has_robot, expires_at = found
         if row.registry_type == MANAGED_TYPE and self._region(row) is None:
             # A region taken out of the settings: its registry is no longer served.
             raise NotFoundError("Container registry not found")
-        return row, bool(has_robot)
+        return row, bool(has_robot), expires_at
 
     def _region(self, row: _Shown) -> Region | None:
         return None if row.region_id is None else self.settings.region_by_id(row.region_id)
 
     def _view(
-        self, row: ContainerRegistry, has_robot: bool, *, asked: datetime | None = None
+        self,
+        row: ContainerRegistry,
+        has_robot: bool,
+        expires_at: datetime | None = None,
+        *,
+        asked: datetime | None = None,
     ) -> RegistryView:
         has_secrets = row.username_enc is not None and row.password_enc is not None
-        view = self._shown(row, has_robot=has_robot, has_secrets=has_secrets)
+        view = self._shown(row, has_robot=has_robot, has_secrets=has_secrets, expires_at=expires_at)
         return view if asked is None else replace(view, check_requested_at=asked)
 
-    def _shown(self, row: _Shown, *, has_robot: bool, has_secrets: bool) -> RegistryView:
+    def _shown(
+        self,
+        row: _Shown,
+        *,
+        has_robot: bool,
+        has_secrets: bool,
+        expires_at: datetime | None = None,
+    ) -> RegistryView:
         if row.registry_type == MANAGED_TYPE:
             region = self._region(row)
             assert region is not None  # callers drop rows of unknown regions
@@ -224,6 +247,7 @@ class RegistryService:
             region_id=row.region_id,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            credentials_expire_at=expires_at,
         )
 
     # -- managed registries ------------------------------------------------------------------
@@ -301,7 +325,7 @@ class RegistryService:
         actor: Actor | None = None,
     ) -> RegistryView:
         with self.db.write() as session:
-            row, _ = self._find(session, project_id, registry_ref)
+            row, _, _ = self._find(session, project_id, registry_ref)
             self._refuse_managed(row, "updated")
             change = parse_update(
                 fields,
@@ -341,7 +365,7 @@ class RegistryService:
         is being checked already (and not for so long that its check is taken for lost)
         stays as it is: a repeated request must not start a check per call."""
         with self.db.write() as session:
-            row, _ = self._find(session, project_id, registry_ref)
+            row, _, _ = self._find(session, project_id, registry_ref)
             if row.registry_type == MANAGED_TYPE:
                 raise RefusedError(
                     f"{self.settings.platform_name} registries are managed by the platform and "
@@ -377,7 +401,7 @@ class RegistryService:
         self, project_id: uuid.UUID, registry_ref: str, actor: Actor | None = None
     ) -> RegistryView:
         with self.db.write() as session:
-            row, _ = self._find(session, project_id, registry_ref)
+            row, _, _ = self._find(session, project_id, registry_ref)
             self._refuse_managed(row, "deleted")
             view = self._view(row, False)
             session.delete(row)
