@@ -80,7 +80,13 @@ def set_cookie_headers(response: httpx.Response, name: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/registries/new", f"/registries/{uuid.uuid4()}", "/registries/x/edit"]
+    "path",
+    [
+        "/",
+        "/registries/new",
+        "/registries/0b7f6f0e-6a5e-4a43-9f3e-1c2d3e4f5a6b",
+        "/registries/x/edit",
+    ],
 )
 def test_pages_send_a_stranger_to_the_sign_in_page(client, path):
     answer = client.get(path, follow_redirects=False)
