@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_ARGS ?=
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ $(BENCH_STAMP): $(STAMP)
 # More: make bench BENCH_ARGS="--runs 3"
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)
+
+# The web console's pages at 1280x800 into docs/console/*.png (needs chromium).
+screenshots: $(STAMP)
+	$(BIN)/python docs/console/make_screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from dockyard.api.errors import install_error_handlers
 from dockyard.api.operations import install_operations
 from dockyard.api.read_cache import CachedReads
 from dockyard.config import Settings
+from dockyard.console import install_console
 from dockyard.domain.gc import GarbageCollector, GcBusyError
 from dockyard.header_limit import HeaderLimit
 from dockyard.metrics import RecordRequests, RouteLabels
@@ -68,7 +69,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         collecting = None
         if settings.gc_interval_seconds > 0:
             collecting = asyncio.create_task(collect_periodically(services))
+        await services.verifier.start()
         yield
+        await services.verifier.stop()
         if collecting is not None:
             collecting.cancel()
         services.close()
@@ -99,6 +102,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
 
     install_operations(app, services)
+    if settings.console:
+        install_console(app, services)
     labels: list[RouteLabels] = []
 
     def route_labels() -> RouteLabels:

@@ -72,8 +72,17 @@ class DockyardClient:
     def delete_registry(self, registry_id: str) -> dict[str, Any]:
         return self._one("DELETE", f"/v1/container_registries/{registry_id}")
 
-    def generate_credentials(self, registry_id: str) -> dict[str, Any]:
-        return self._one("POST", f"/v1/container_registries/{registry_id}/credentials")
+    def generate_credentials(
+        self, registry_id: str, *, expires_in: int | None = None
+    ) -> dict[str, Any]:
+        body = None if expires_in is None else {"expires_in": expires_in}
+        return self._one("POST", f"/v1/container_registries/{registry_id}/credentials", body)
+
+    def rotate_credentials(self, registry_id: str, **fields: Any) -> dict[str, Any]:
+        """`grace_period` and `expires_in` (seconds) as the API takes them, when given."""
+        return self._one(
+            "POST", f"/v1/container_registries/{registry_id}/credentials/rotate", fields
+        )
 
     def revoke_credentials(self, registry_id: str) -> dict[str, Any]:
         return self._one("DELETE", f"/v1/container_registries/{registry_id}/credentials")

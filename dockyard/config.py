@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from functools import cached_property
@@ -114,6 +115,10 @@ class Settings(BaseSettings):
     # When set, GET /metrics wants `Authorization: Bearer <this>`; unset, it is open (bind
     # it to a private network or let the proxy refuse it from outside).
     metrics_token: SecretStr | None = None
+    # The web console at / (dockyard/console); false leaves / to nothing but a 404.
+    console: bool = True
+    # How long a console sign-in lasts; the API token's revocation ends it sooner.
+    console_session_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
 
     # The registry (/v2) and its token service.
     public_url: str | None = None
@@ -142,6 +147,21 @@ class Settings(BaseSettings):
     # Proxies whose X-Forwarded-For is believed (CIDRs); behind a load balancer, without
     # this, every request would seem to come from the balancer.
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+
+    # Checks of external registries (dockyard/verification/): GET /v2/ and the login it
+    # challenges for, in the background, when one is created, its host or credentials
+    # change, or on POST .../verify. Off: nothing is checked and status stays `available`.
+    verify_registries: bool = True
+    verify_connect_timeout_seconds: float = Field(default=5, gt=0, le=60)
+    # One whole check (resolving, connecting, every request of the login) takes at most this.
+    verify_timeout_seconds: float = Field(default=10, gt=0, le=120)
+    verify_concurrency: int = Field(default=8, ge=1, le=256)  # checks at once, per process
+    # false: checks refuse loopback and private addresses as well. Link-local and cloud
+    # metadata addresses are refused always.
+    verify_private_addresses: bool = True
+    # As docker's insecure-registries: hosts, host:port or CIDRs checked over HTTPS without
+    # certificate verification, then plain HTTP. Loopback addresses always are.
+    insecure_registries: list[str] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -175,6 +195,27 @@ class Settings(BaseSettings):
         if len(set(slugs)) != len(slugs) or len(set(ids)) != len(ids):
             raise ValueError("region slugs and ids must be unique")
         return value
+
+    @field_validator("insecure_registries")
+    @classmethod
+    def _plain_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+                continue
+            except ValueError:
+                pass
+            if not entry or "/" in entry or any(ch.isspace() for ch in entry):
+                raise ValueError(
+                    f"insecure registry {entry!r} is neither a host, host:port nor a CIDR"
+                )
+        return [entry.lower() for entry in value]
+
+    @property
+    def verify_stale_seconds(self) -> float:
+        """How long a check may seem to run before it is taken for lost (its process died)
+        and done again: well past the longest a check can take."""
+        return max(60.0, 3 * self.verify_timeout_seconds)
 
     @cached_property
     def zone(self) -> ZoneInfo:

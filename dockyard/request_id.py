@@ -32,7 +32,10 @@ class RequestIds:
         request_id = (
             sent.decode() if sent is not None and _ACCEPTED.match(sent) else uuid.uuid4().hex
         )
-        token = current.set(request_id)
+        # Not reset afterwards: granian writes its access line in this same task after the
+        # app returns, and should name the request too. Every request is a task of its own,
+        # whose context starts from the server's, so an id never outlives its request.
+        current.set(request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -42,10 +45,7 @@ class RequestIds:
                 ]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            current.reset(token)
+        await self.app(scope, receive, send_with_id)
 
 
 class WithRequestId(logging.Filter):

@@ -59,12 +59,20 @@ class SecretHasher:
         with self._slots:
             return self._hasher.hash(secret)
 
+    @staticmethod
+    def _pair(stored_hash: str, secret: str) -> bytes:
+        return hashlib.sha256(f"{stored_hash}\0{secret}".encode("utf-8", "surrogatepass")).digest()
+
+    def proven(self, stored_hash: str, secret: str) -> bool:
+        """Whether verify() found this pair right recently: a lookup, never argon2."""
+        return self._proven.get(self._pair(stored_hash, secret), 0.0) > time.monotonic()
+
     def verify(self, stored_hash: str, secret: str) -> bool:
         # Clients ask for a token before nearly every push and pull with the same secret;
         # a pair proven right recently is trusted without another 20 ms of argon2. Only
         # successes are remembered (guessing stays slow), as a digest of the pair (never
         # the secret), and a new hash (new credentials) never matches an old entry.
-        key = hashlib.sha256(f"{stored_hash}\0{secret}".encode("utf-8", "surrogatepass")).digest()
+        key = self._pair(stored_hash, secret)
         now = time.monotonic()
         if self._proven.get(key, 0.0) > now:
             return True

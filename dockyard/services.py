@@ -6,10 +6,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from dockyard.config import Settings
 from dockyard.db import Database
 from dockyard.db.changes import ChangeFeed, NoChangeFeed, change_feed_for
+from dockyard.db.models import utcnow
 from dockyard.domain.audit import AuditLog
 from dockyard.domain.browse import BrowseService
 from dockyard.domain.credentials import CredentialService, RobotDirectory
@@ -17,6 +19,7 @@ from dockyard.domain.manifests import ManifestService
 from dockyard.domain.registries import RegistryService
 from dockyard.domain.repositories import RepositoryService
 from dockyard.domain.uploads import UploadService
+from dockyard.domain.verification import VerificationStore
 from dockyard.metrics import Metrics
 from dockyard.registry.context import RegistryContext, RobotStanding, UploadHashers
 from dockyard.registry.tokens import TokenService, load_or_create_signing_key
@@ -24,6 +27,7 @@ from dockyard.security import Cipher, SecretHasher, load_or_create_key
 from dockyard.storage import BlobStore
 from dockyard.storage.factory import build_store
 from dockyard.throttle import Throttle
+from dockyard.verification import Verifier
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Services:
     throttle: Throttle
     metrics: Metrics
     browse: BrowseService
+    verifier: Verifier  # started and stopped by the app's lifespan
 
     def close(self) -> None:
         self.changes.close()
@@ -67,12 +72,13 @@ def build_services(
     db: Database | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,  # the throttle's; tests travel in time
+    now: Callable[[], datetime] = utcnow,  # credentials' expiry and grace periods; likewise
 ) -> Services:
     db = db or Database(settings.resolved_database_url)
     cipher = Cipher(load_or_create_key(_secret(settings.encryption_key), settings.data_dir))
     hasher = SecretHasher()
     registries = RegistryService(db, settings, cipher)
-    robots = RobotDirectory(db, hasher)
+    robots = RobotDirectory(db, hasher, now)
     tokens = TokenService(
         load_or_create_signing_key(_secret(settings.token_signing_key), settings.data_dir),
         issuer=settings.token_issuer,
@@ -95,7 +101,7 @@ def build_services(
         db=db,
         changes=change_feed_for(db) if settings.read_cache else NoChangeFeed(),
         registries=registries,
-        credentials=CredentialService(registries, hasher),
+        credentials=CredentialService(registries, hasher, now),
         registry=registry,
         audit=AuditLog(db, settings.robot_prefix),
         throttle=Throttle(
@@ -107,4 +113,5 @@ def build_services(
         ),
         metrics=Metrics(),
         browse=BrowseService(db, registries, stores),
+        verifier=Verifier.build(VerificationStore(registries), settings),
     )

@@ -21,6 +21,7 @@ from dockyard.db import Database
 from dockyard.db.models import Base
 from dockyard.domain.projects import NewProject, create_project
 from tests.oci_client import OCIClient
+from tests.rotation_support import Clock
 from tests.s3server import S3Server, start_s3
 from tests.support import Server, start_server
 
@@ -90,7 +91,13 @@ def empty_postgres(url: str) -> None:
 @pytest.fixture
 def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"data_dir": tmp_path / "data", "database_url": database_url}
+        # No checks of external registries unless a test turns them on: the registries
+        # tests create (docker.io, ghcr.io, made-up hosts) are not there to be reached.
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "verify_registries": False,
+        }
         values.update(overrides)
         return Settings(**values)
 
@@ -198,3 +205,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         require_or_skip(f"no S3 server to test against: {missing}")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The time credentials' expiry and grace periods are judged by, moved by the test."""
+    return Clock()
+
+
+@pytest.fixture
+def timed(make_settings, clock: Clock) -> Iterator[TestClient]:
+    """A client of an app whose credentials live by `clock`. Robot standing is checked on
+    every request (robot_check_seconds=0), so issued tokens answer to the clock at once;
+    the tests' many deliberate failed logins are not throttled."""
+    settings = make_settings(
+        robot_check_seconds=0, login_failures_per_account=10_000, login_failures_per_source=10_000
+    )
+    services = build_services(settings, now=clock)
+    with TestClient(create_app(settings, services)) as client:  # closes the services
+        yield client

@@ -85,6 +85,8 @@ def start_server(tmp_path: Path, database_url: str, **settings: str) -> Server:
         DOCKYARD_DATA_DIR=str(tmp_path / "data"),
         DOCKYARD_DATABASE_URL=database_url,
         COLUMNS="200",
+        # As in tests' Settings: external registries are checked only where a test asks.
+        DOCKYARD_VERIFY_REGISTRIES="false",
     )
     if not database_url.startswith("sqlite"):
         # A shared database means replicas: serve wants the keys as settings.

@@ -9,21 +9,25 @@ import pytest
 from dockyard.domain.projects import create_project, create_token, revoke_token
 
 URL = "/v1/container_registries"
+# Fixed, not uuid4(): parametrized ids must be the same in every pytest-xdist worker.
+ABSENT = "5b0e7a3c-0c8e-4d52-9a51-2f0f4c1e9d77"
 ENDPOINTS = [
     ("GET", URL),
     ("POST", URL),
     ("GET", "/v1/regions"),
     ("GET", "/v1/audit_events"),
-    ("GET", f"{URL}/{uuid.uuid4()}"),
-    ("PATCH", f"{URL}/{uuid.uuid4()}"),
-    ("DELETE", f"{URL}/{uuid.uuid4()}"),
-    ("POST", f"{URL}/{uuid.uuid4()}/credentials"),
-    ("DELETE", f"{URL}/{uuid.uuid4()}/credentials"),
-    ("GET", f"{URL}/{uuid.uuid4()}/repositories"),
-    ("GET", f"{URL}/{uuid.uuid4()}/repositories/{uuid.uuid4()}/team/app"),
-    ("DELETE", f"{URL}/{uuid.uuid4()}/repositories/{uuid.uuid4()}/team/app"),
-    ("GET", f"{URL}/{uuid.uuid4()}/repositories/{uuid.uuid4()}/team/app/tags"),
-    ("DELETE", f"{URL}/{uuid.uuid4()}/repositories/{uuid.uuid4()}/team/app/tags/v1"),
+    ("GET", f"{URL}/{ABSENT}"),
+    ("PATCH", f"{URL}/{ABSENT}"),
+    ("DELETE", f"{URL}/{ABSENT}"),
+    ("POST", f"{URL}/{ABSENT}/verify"),
+    ("POST", f"{URL}/{ABSENT}/credentials"),
+    ("DELETE", f"{URL}/{ABSENT}/credentials"),
+    ("POST", f"{URL}/{ABSENT}/credentials/rotate"),
+    ("GET", f"{URL}/{ABSENT}/repositories"),
+    ("GET", f"{URL}/{ABSENT}/repositories/{ABSENT}/team/app"),
+    ("DELETE", f"{URL}/{ABSENT}/repositories/{ABSENT}/team/app"),
+    ("GET", f"{URL}/{ABSENT}/repositories/{ABSENT}/team/app/tags"),
+    ("DELETE", f"{URL}/{ABSENT}/repositories/{ABSENT}/team/app/tags/v1"),
 ]
 
 
@@ -171,14 +175,14 @@ def test_unknown_endpoint_is_404_with_errors(client, auth, path):
     [
         ("PUT", URL, {"GET", "POST"}),
         ("DELETE", URL, {"GET", "POST"}),
-        ("PUT", f"{URL}/{uuid.uuid4()}", {"GET", "PATCH", "DELETE"}),
-        ("GET", f"{URL}/{uuid.uuid4()}/credentials", {"POST", "DELETE"}),
+        ("PUT", f"{URL}/{ABSENT}", {"GET", "PATCH", "DELETE"}),
+        ("GET", f"{URL}/{ABSENT}/credentials", {"POST", "DELETE"}),
         ("POST", "/v1/regions", {"GET"}),
-        ("POST", f"{URL}/{uuid.uuid4()}/repositories", {"GET"}),
-        ("PUT", f"{URL}/{uuid.uuid4()}/repositories/x/app", {"GET", "DELETE"}),
+        ("POST", f"{URL}/{ABSENT}/repositories", {"GET"}),
+        ("PUT", f"{URL}/{ABSENT}/repositories/x/app", {"GET", "DELETE"}),
         # Also the name of a repository `x/app/tags/v1`, which GET reads.
-        ("POST", f"{URL}/{uuid.uuid4()}/repositories/x/app/tags/v1", {"GET", "DELETE"}),
-        ("PUT", f"{URL}/{uuid.uuid4()}/repositories/x/app/tags", {"GET", "DELETE"}),
+        ("POST", f"{URL}/{ABSENT}/repositories/x/app/tags/v1", {"GET", "DELETE"}),
+        ("PUT", f"{URL}/{ABSENT}/repositories/x/app/tags", {"GET", "DELETE"}),
     ],
 )
 def test_wrong_method_is_405_with_errors(client, auth, method, path, allowed):
@@ -200,6 +204,8 @@ def test_openapi_lists_every_v1_path_with_its_methods(client):
         URL: {"GET", "POST"},
         f"{URL}/{{registry_id}}": {"GET", "PATCH", "DELETE"},
         f"{URL}/{{registry_id}}/credentials": {"POST", "DELETE"},
+        f"{URL}/{{registry_id}}/verify": {"POST"},
+        f"{URL}/{{registry_id}}/credentials/rotate": {"POST"},
         "/v1/regions": {"GET"},
         "/v1/audit_events": {"GET"},
         f"{URL}/{{registry_id}}/repositories": {"GET"},

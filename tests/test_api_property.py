@@ -32,8 +32,10 @@ OPERATIONS = [
     "GET /v1/container_registries/{registry_id}",
     "PATCH /v1/container_registries/{registry_id}",
     "DELETE /v1/container_registries/{registry_id}",
+    "POST /v1/container_registries/{registry_id}/verify",
     "POST /v1/container_registries/{registry_id}/credentials",
     "DELETE /v1/container_registries/{registry_id}/credentials",
+    "POST /v1/container_registries/{registry_id}/credentials/rotate",
     "GET /v1/regions",
     "GET /v1/audit_events",
     "GET /v1/container_registries/{registry_id}/repositories",
@@ -42,7 +44,12 @@ OPERATIONS = [
     "GET /v1/container_registries/{registry_id}/repositories/{name}/tags",
     "DELETE /v1/container_registries/{registry_id}/repositories/{name}/tags/{tag}",
 ]
-WITH_BODY = ["POST /v1/container_registries", "PATCH /v1/container_registries/{registry_id}"]
+WITH_BODY = [
+    "POST /v1/container_registries",
+    "PATCH /v1/container_registries/{registry_id}",
+    "POST /v1/container_registries/{registry_id}/credentials",  # optional: expires_in
+    "POST /v1/container_registries/{registry_id}/credentials/rotate",
+]
 # Those whose request can break the document's rules: a body, or a query of bounded numbers
 # (a path segment may be any string).
 CAN_BE_INVALID = [

@@ -98,4 +98,6 @@ def test_a_real_server_logs_json_lines_only(tmp_path: Path, server: str) -> None
     messages = " ".join(e["message"] for e in entries)
     assert "created the first project" in messages
     assert "GET /v2/" in messages  # the access log, as JSON too
+    access = [e for e in entries if "GET /v2/" in e["message"]]
+    assert [e.get("request_id") for e in access] == ["trace-1"]
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)

@@ -19,10 +19,10 @@ MAX_PER_PAGE = 100
 MAX_PAGE = 1_000_000
 
 ACTIONS = (
-    "credentials.generated, credentials.revoked, registry.created, registry.updated, "
-    "registry.deleted, repository.deleted, tag.deleted, login.failed, login.blocked (the first "
-    "failure that got a source or an account throttled; its refused attempts are not recorded "
-    "one by one)"
+    "credentials.generated, credentials.rotated, credentials.revoked, registry.created, "
+    "registry.updated, registry.deleted, repository.deleted, tag.deleted, login.failed, "
+    "login.blocked (the first failure that got a source or an account throttled; its refused "
+    "attempts are not recorded one by one)"
 )
 
 
@@ -81,8 +81,9 @@ async def list_audit_events(
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="from 1")] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 25,
 ) -> Response:
-    """The project's audit log, newest first: credentials generated and revoked, registries
-    created, updated and deleted, failed logins with its robots' names or its API tokens.
+    """The project's audit log, newest first: credentials generated, rotated and revoked,
+    registries created, updated and deleted, repositories and tags deleted, failed logins
+    with its robots' names or its API tokens.
     Failed logins that name no robot or token of any project are listed to no project."""
 
     def read() -> EventPage:

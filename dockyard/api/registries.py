@@ -16,11 +16,15 @@ from dockyard.api.schemas import (
     ContainerRegistryEnvelope,
     ContainerRegistryList,
     ContainerRegistryOut,
+    CredentialsCreate,
     CredentialsEnvelope,
     CredentialsOut,
+    CredentialsRotate,
     ErrorBody,
     RegistryCreate,
     RegistryUpdate,
+    RotatedCredentialsEnvelope,
+    RotatedCredentialsOut,
     json_response,
 )
 from dockyard.domain.registries import RegistryView
@@ -44,7 +48,9 @@ _BODY_REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _body(model: type[RegistryCreate | RegistryUpdate]) -> dict[str, Any]:
+def _body(
+    model: type[RegistryCreate | RegistryUpdate | CredentialsCreate | CredentialsRotate],
+) -> dict[str, Any]:
     schema = model.model_json_schema()
     return {
         "requestBody": {
@@ -74,6 +80,7 @@ def create_registry(
 ) -> ContainerRegistryEnvelope:
     """Connect an external registry (docker_hub, ghcr or custom)."""
     view = services.registries.create(project, fields)
+    services.verifier.follow(view)  # the check runs after this answer, in the background
     return ContainerRegistryEnvelope(
         container_registry=ContainerRegistryOut.of(view, services.settings.zone)
     )
@@ -98,6 +105,7 @@ def update_registry(
 ) -> ContainerRegistryEnvelope:
     """Change an external registry; omitted fields keep their value."""
     view = services.registries.update(project, registry_id, fields)
+    services.verifier.follow(view)  # when the host or credentials changed
     return ContainerRegistryEnvelope(
         container_registry=ContainerRegistryOut.of(view, services.settings.zone)
     )
@@ -114,13 +122,52 @@ def delete_registry(
     )
 
 
-@router.post("/{registry_id}/credentials", status_code=201, responses=_REFUSALS)
-def generate_credentials(
+@router.post("/{registry_id}/verify", status_code=202, responses=_REFUSALS)
+def verify_registry(
     registry_id: str, project: ProjectDep, services: ServicesDep
+) -> ContainerRegistryEnvelope:
+    """Check an external registry again: answers at once, in status `verifying`, and the
+    check runs in the background (GET the registry to see its result). A registry being
+    checked already is not checked twice. Managed registries are always available (400)."""
+    view = services.registries.request_check(project, registry_id)
+    services.verifier.follow(view)
+    return ContainerRegistryEnvelope(
+        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
+    )
+
+
+@router.post(
+    "/{registry_id}/credentials",
+    status_code=201,
+    responses=_BODY_REFUSALS,
+    openapi_extra=_body(CredentialsCreate),
+)
+def generate_credentials(
+    registry_id: str, project: ProjectDep, fields: FieldsDep, services: ServicesDep
 ) -> CredentialsEnvelope:
-    """Create the robot account of a managed registry; the password is shown only here."""
-    generated = services.credentials.generate(project, registry_id)
-    return CredentialsEnvelope(container_registry=CredentialsOut.of(generated))
+    """Create the robot account of a managed registry; the password is shown only here.
+    No body is needed; `expires_in` (seconds) makes the password stop working then."""
+    generated = services.credentials.generate(project, registry_id, fields)
+    return CredentialsEnvelope(
+        container_registry=CredentialsOut.of(generated, services.settings.zone)
+    )
+
+
+@router.post(
+    "/{registry_id}/credentials/rotate",
+    responses=_BODY_REFUSALS,
+    openapi_extra=_body(CredentialsRotate),
+)
+def rotate_credentials(
+    registry_id: str, project: ProjectDep, fields: FieldsDep, services: ServicesDep
+) -> RotatedCredentialsEnvelope:
+    """A new password for the same username, shown only here. The old one keeps working
+    for `grace_period` seconds (default a day, at most 7 days; 0 stops it at once); a
+    rotation within that time stops the one before the old one at once."""
+    rotated = services.credentials.rotate(project, registry_id, fields)
+    return RotatedCredentialsEnvelope(
+        container_registry=RotatedCredentialsOut.of_rotated(rotated, services.settings.zone)
+    )
 
 
 @router.delete("/{registry_id}/credentials", responses=_REFUSALS)

@@ -7,10 +7,17 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
-from dockyard.domain.credentials import GeneratedCredentials
+from dockyard.domain.credential_terms import (
+    DEFAULT_GRACE_SECONDS,
+    MAX_EXPIRES_IN,
+    MAX_GRACE_SECONDS,
+    MIN_EXPIRES_IN,
+)
+from dockyard.domain.credentials import GeneratedCredentials, RotatedCredentials
 from dockyard.domain.registries import RegistryView
 from dockyard.domain.registry_fields import MAX_HOSTNAME, MAX_NAME, MAX_PASSWORD, MAX_USERNAME
 
@@ -28,9 +35,31 @@ def format_time(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).isoformat(timespec="milliseconds")
 
 
+def _maybe_time(moment: datetime | None, zone: ZoneInfo) -> str | None:
+    return None if moment is None else format_time(moment, zone)
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+# Beyond the spec: shown only where credentials were given an expiry, and then left out
+# of the answer altogether (not null), so that the spec's shapes stay exactly as they are.
+_EXPIRY_FIELD = Field(
+    default=None,
+    exclude_if=_absent,
+    examples=["2025-04-15T10:00:00.000+02:00"],
+    description="When the robot's password stops working; only where expires_in was given",
+)
+
+
 class ContainerRegistryOut(BaseModel):
     id: uuid.UUID
-    status: str = Field(examples=["available"])
+    status: str = Field(
+        examples=["available"],
+        description="available; for external registries also verifying (a check of the "
+        "host and credentials is running), authentication_failed or unreachable",
+    )
     registry_type: RegistryType
     name: str
     hostname: str
@@ -38,6 +67,7 @@ class ContainerRegistryOut(BaseModel):
     region_id: uuid.UUID | None
     created_at: str = Field(examples=["2025-01-15T10:00:00.000+01:00"])
     updated_at: str = Field(examples=["2025-01-15T10:00:00.000+01:00"])
+    credentials_expire_at: str | SkipJsonSchema[None] = _EXPIRY_FIELD
 
     @classmethod
     def of(cls, view: RegistryView, zone: ZoneInfo) -> ContainerRegistryOut:
@@ -51,6 +81,7 @@ class ContainerRegistryOut(BaseModel):
             region_id=view.region_id,
             created_at=format_time(view.created_at, zone),
             updated_at=format_time(view.updated_at, zone),
+            credentials_expire_at=_maybe_time(view.credentials_expire_at, zone),
         )
 
 
@@ -67,19 +98,41 @@ class CredentialsOut(BaseModel):
     hostname: str
     username: str = Field(examples=["robot$project-a1b2c3d4"])
     password: str
+    credentials_expire_at: str | SkipJsonSchema[None] = _EXPIRY_FIELD
 
     @classmethod
-    def of(cls, generated: GeneratedCredentials) -> CredentialsOut:
+    def of(cls, generated: GeneratedCredentials, zone: ZoneInfo) -> CredentialsOut:
         return cls(
             id=generated.registry_id,
             hostname=generated.hostname,
             username=generated.username,
             password=generated.password,
+            credentials_expire_at=_maybe_time(generated.expires_at, zone),
         )
 
 
 class CredentialsEnvelope(BaseModel):
     container_registry: CredentialsOut
+
+
+class RotatedCredentialsOut(CredentialsOut):
+    previous_password_valid_until: str = Field(
+        examples=["2025-01-16T10:00:00.000+01:00"],
+        description="When the password this one replaced stops working (the grace period's "
+        "end; the moment of rotation for grace_period 0)",
+    )
+
+    @classmethod
+    def of_rotated(cls, rotated: RotatedCredentials, zone: ZoneInfo) -> RotatedCredentialsOut:
+        assert rotated.previous_valid_until is not None
+        return cls(
+            **CredentialsOut.of(rotated, zone).model_dump(),
+            previous_password_valid_until=format_time(rotated.previous_valid_until, zone),
+        )
+
+
+class RotatedCredentialsEnvelope(BaseModel):
+    container_registry: RotatedCredentialsOut
 
 
 class RegionOut(BaseModel):
@@ -128,6 +181,39 @@ class RegistryCreate(BaseModel):
     )
     username: str | None = Field(default=None, max_length=MAX_USERNAME)
     password: str | None = Field(default=None, max_length=MAX_PASSWORD)
+
+
+class CredentialsCreate(BaseModel):
+    """Documents the optional body of POST .../credentials; none is needed."""
+
+    expires_in: int | None = Field(
+        default=None,
+        ge=MIN_EXPIRES_IN,
+        le=MAX_EXPIRES_IN,
+        examples=[7776000],
+        description="Seconds until the password stops working; left out or null: never",
+    )
+
+
+class CredentialsRotate(BaseModel):
+    """Documents the optional body of POST .../credentials/rotate."""
+
+    model_config = ConfigDict(extra="forbid")  # misspelt fields are refused, see parse_rotate
+
+    grace_period: int = Field(
+        default=DEFAULT_GRACE_SECONDS,
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="Seconds the old password keeps working; 0 stops it at once",
+    )
+    expires_in: int | None = Field(
+        default=None,
+        ge=MIN_EXPIRES_IN,
+        le=MAX_EXPIRES_IN,
+        examples=[7776000],
+        description="Seconds until the new password stops working; null: never; left "
+        "out: the lifetime the credentials were last given (none, if never)",
+    )
 
 
 class RegistryUpdate(BaseModel):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from rich.table import Table
 
 from dockyard.cli.options import JsonOption
 from dockyard.client import ClientError, DockyardClient
+from dockyard.login_line import docker_login_line
 
 app = typer.Typer(help="Manage the container registries of a project through the API.")
 out = Console()
@@ -154,33 +154,74 @@ def delete_registry(
     _one(url, token, as_json, lambda c: c.delete_registry(registry_id))
 
 
-def docker_login_line(hostname: str, username: str) -> str:
-    """The login command, quoted so that the `$` of a robot name survives any shell."""
-    return f"docker login {shlex.quote(hostname)} -u {shlex.quote(username)} --password-stdin"
-
-
 @app.command("credentials")
 def credentials(
     registry_id: IdArgument,
     revoke: Annotated[
         bool, typer.Option("--revoke", help="Revoke the existing credentials instead.")
     ] = False,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            "--rotate",
+            help="A new password for the same username; the old one keeps working "
+            "for --grace-period.",
+        ),
+    ] = False,
+    grace_period: Annotated[
+        int | None,
+        typer.Option(
+            help="With --rotate: seconds the old password keeps working (default 86400; "
+            "0 stops it at once).",
+            show_default=False,
+        ),
+    ] = None,
+    expires_in: Annotated[
+        int | None,
+        typer.Option(
+            help="Seconds until the (new) password stops working; with --rotate, the "
+            "credentials' lifetime is kept when left out.",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = "http://localhost:5000",
     token: TokenOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Generate push/pull credentials for a managed registry (the password is shown once)."""
+    """Generate push/pull credentials for a managed registry (the password is shown once),
+    rotate them (--rotate) or revoke them (--revoke)."""
+    if revoke and rotate:
+        err.print("[red]--revoke and --rotate exclude each other; give one of them[/red]")
+        raise typer.Exit(2)
+    if grace_period is not None and not rotate:
+        err.print("[red]--grace-period applies only with --rotate[/red]")
+        raise typer.Exit(2)
+    if expires_in is not None and revoke:
+        err.print("[red]--expires-in does not apply to --revoke[/red]")
+        raise typer.Exit(2)
     with _client(url, token) as client:
         if revoke:
             _show([client.revoke_credentials(registry_id)], as_json, single=True)
             return
-        created = client.generate_credentials(registry_id)
+        if rotate:
+            fields = {
+                key: value
+                for key, value in (("grace_period", grace_period), ("expires_in", expires_in))
+                if value is not None
+            }
+            created = client.rotate_credentials(registry_id, **fields)
+        else:
+            created = client.generate_credentials(registry_id, expires_in=expires_in)
     if as_json:
         print(json.dumps(created, indent=2))
         return
     out.print(f"Username: {created['username']}")
     out.print("Password (shown only now):")
     print(created["password"])
+    if "credentials_expire_at" in created:
+        out.print(f"It stops working at {created['credentials_expire_at']}.")
+    if "previous_password_valid_until" in created:
+        out.print(f"The previous password works until {created['previous_password_valid_until']}.")
     out.print("\nLog in with (paste the password on standard input):")
     print(docker_login_line(created["hostname"], created["username"]))
 

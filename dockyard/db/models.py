@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -76,6 +77,7 @@ class ContainerRegistry(Base):
         # One managed registry per (project, region); external rows have no region and
         # NULLs never collide, on SQLite and PostgreSQL alike.
         Index("uq_registry_project_region", "project_id", "region_id", unique=True),
+        Index("ix_container_registries_verification", "verification_started_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -91,6 +93,9 @@ class ContainerRegistry(Base):
     status: Mapped[str] = mapped_column(String(32), default="available")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Since when the check of an external registry is asked for or running (status
+    # `verifying`); NULL otherwise. See dockyard.domain.verification.
+    verification_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RobotAccount(Base):
@@ -109,6 +114,14 @@ class RobotAccount(Base):
     username: Mapped[str] = mapped_column(String(128), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # After a rotation: the secret before it, good until `previous_valid_until` (the grace
+    # period; in the past once over). Kept afterwards as the mark of a rotated robot.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    previous_valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the current secret stops working, and the lifetime it was given (`expires_in`),
+    # which a rotation gives the next secret unless told otherwise. NULL: never.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lifetime_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Meta(Base):

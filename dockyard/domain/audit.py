@@ -1,4 +1,5 @@
-"""The audit log: who generated or revoked credentials, changed a registry, or failed to log in.
+"""The audit log: who generated, rotated or revoked credentials, changed a registry, or
+failed to log in.
 
 A change's event is written in the transaction of the change (`record`), so that there is
 never one without the other. Failed logins are written in transactions of their own by
@@ -29,6 +30,7 @@ from dockyard.security import hash_api_token
 
 CREDENTIALS_GENERATED = "credentials.generated"
 CREDENTIALS_REVOKED = "credentials.revoked"
+CREDENTIALS_ROTATED = "credentials.rotated"
 REGISTRY_CREATED = "registry.created"
 REGISTRY_UPDATED = "registry.updated"
 REGISTRY_DELETED = "registry.deleted"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -14,9 +17,11 @@ from dockyard.db import Database
 from dockyard.db.models import ContainerRegistry, RobotAccount, utcnow
 from dockyard.domain import audit
 from dockyard.domain.audit import Actor
+from dockyard.domain.credential_terms import SAME_LIFETIME, parse_generate, parse_rotate
 from dockyard.domain.errors import RefusedError
 from dockyard.domain.registries import RegistryService, RegistryView
 from dockyard.domain.registry_fields import MANAGED_TYPE
+from dockyard.domain.robot_secrets import Clock, current_good, holds, previous_good, secret_id
 from dockyard.security import SecretHasher, new_robot_secret
 
 # A random 8-hex username collides with an existing one once in ~4 billion; a handful of
@@ -30,12 +35,23 @@ class GeneratedCredentials:
     hostname: str
     username: str
     password: str
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RotatedCredentials(GeneratedCredentials):
+    # When the password this one replaced stops working (the past, or now, when it
+    # already has: grace period 0, or it had expired).
+    previous_valid_until: datetime | None = None
 
 
 class CredentialService:
-    def __init__(self, registries: RegistryService, hasher: SecretHasher) -> None:
+    def __init__(
+        self, registries: RegistryService, hasher: SecretHasher, now: Clock = utcnow
+    ) -> None:
         self.registries = registries
         self.hasher = hasher
+        self.now = now
 
     @property
     def _platform(self) -> str:
@@ -49,7 +65,15 @@ class CredentialService:
     def _already(self) -> RefusedError:
         return RefusedError(
             "Credentials already exist for this registry; they are shown only once. "
-            "Delete them (DELETE /v1/container_registries/:id/credentials) to generate new ones"
+            "Rotate them for a new password (POST /v1/container_registries/:id/credentials/"
+            "rotate), or delete them (DELETE /v1/container_registries/:id/credentials) to "
+            "generate new ones"
+        )
+
+    def _none_to(self, verb: str) -> RefusedError:
+        return RefusedError(
+            f"This registry has no credentials to {verb}; generate them with "
+            "POST /v1/container_registries/:id/credentials"
         )
 
     def _managed(self, project_id: uuid.UUID, registry_ref: str, verb: str) -> RegistryView:
@@ -63,11 +87,17 @@ class CredentialService:
         return view
 
     def generate(
-        self, project_id: uuid.UUID, registry_ref: str, actor: Actor | None = None
+        self,
+        project_id: uuid.UUID,
+        registry_ref: str,
+        fields: Mapping[str, Any] | None = None,
+        actor: Actor | None = None,
     ) -> GeneratedCredentials:
-        """A robot for a managed registry; its audit event is written in its transaction
-        (`actor` defaults to the caller /v1 authenticated), naming the registry only."""
+        """A robot for a managed registry, expiring after `expires_in` seconds if given; its
+        audit event is written in its transaction (`actor` defaults to the caller /v1
+        authenticated), naming the registry only."""
         view = self._managed(project_id, registry_ref, "generated")
+        lifetime = parse_generate(fields or {})
         if view.has_credentials:
             raise self._already()
         password = new_robot_secret()
@@ -76,6 +106,7 @@ class CredentialService:
         assert view.region_id is not None
         for attempt in range(_USERNAME_ATTEMPTS):
             username = self._username(view.id, attempt)
+            expires_at = None if lifetime is None else self.now() + timedelta(seconds=lifetime)
             try:
                 with self.registries.db.write() as session:
                     session.add(
@@ -85,6 +116,8 @@ class CredentialService:
                             region_id=view.region_id,
                             username=username,
                             secret_hash=secret_hash,
+                            expires_at=expires_at,
+                            lifetime_seconds=lifetime,
                         )
                     )
                     session.flush()
@@ -102,8 +135,56 @@ class CredentialService:
                 if self.registries.get(project_id, registry_ref).has_credentials:
                     raise self._already() from None
                 continue
-            return GeneratedCredentials(view.id, view.hostname, username, password)
+            return GeneratedCredentials(view.id, view.hostname, username, password, expires_at)
         raise RefusedError("Could not pick a free robot username; please try again")
+
+    def rotate(
+        self,
+        project_id: uuid.UUID,
+        registry_ref: str,
+        fields: Mapping[str, Any] | None = None,
+        actor: Actor | None = None,
+    ) -> RotatedCredentials:
+        """A new password for the same robot. The current one becomes the previous one,
+        good for `grace_period` more seconds (never beyond its own expiry); the one that
+        was previous before stops at once, so at most two are ever good. The new password
+        gets `expires_in` if given (null: none), else the lifetime the credentials had."""
+        view = self._managed(project_id, registry_ref, "rotated")
+        terms = parse_rotate(fields or {})
+        if not view.has_credentials:
+            raise self._none_to("rotate")
+        password = new_robot_secret()
+        secret_hash = self.hasher.hash(password)  # before the transaction, as in generate
+        with self.registries.db.write() as session:
+            # FOR UPDATE: two rotations at once on PostgreSQL must not both demote the same
+            # secret, losing the first one's new password (SQLite writers queue anyway).
+            robot = session.scalar(
+                select(RobotAccount).where(RobotAccount.registry_id == view.id).with_for_update()
+            )
+            if robot is None:  # revoked in the meantime
+                raise self._none_to("rotate")
+            now = self.now()
+            old_until = now + timedelta(seconds=terms.grace_seconds)
+            if robot.expires_at is not None:
+                old_until = min(old_until, robot.expires_at)
+            lifetime = robot.lifetime_seconds if terms.lifetime is SAME_LIFETIME else terms.lifetime
+            robot.previous_secret_hash = robot.secret_hash
+            robot.previous_valid_until = old_until
+            robot.secret_hash = secret_hash
+            robot.lifetime_seconds = lifetime
+            robot.expires_at = None if lifetime is None else now + timedelta(seconds=lifetime)
+            self._touch(session, view.id)
+            audit.record(
+                session, project_id, audit.CREDENTIALS_ROTATED, registry_id=view.id, actor=actor
+            )
+            return RotatedCredentials(
+                view.id,
+                view.hostname,
+                robot.username,
+                password,
+                robot.expires_at,
+                robot.previous_valid_until,
+            )
 
     def revoke(
         self, project_id: uuid.UUID, registry_ref: str, actor: Actor | None = None
@@ -133,34 +214,53 @@ class RobotIdentity:
     username: str
     project_id: uuid.UUID
     region_id: uuid.UUID
+    # Which of its secrets it proved, or a token it holds names (robot_secrets.secret_id).
+    secret_id: str | None = None
 
 
 class RobotDirectory:
     """Who a robot is, whether its password is right, and whether it still exists."""
 
-    def __init__(self, db: Database, hasher: SecretHasher) -> None:
+    def __init__(self, db: Database, hasher: SecretHasher, now: Clock = utcnow) -> None:
         self.db = db
         self.hasher = hasher
+        self.now = now
         # Checked against when a username is unknown, so that a wrong name costs the same
         # time as a wrong password and does not reveal which robots exist.
         self._decoy = hasher.hash(new_robot_secret())
 
     def authenticate(self, username: str, password: str) -> RobotIdentity | None:
+        """The robot, if `password` is its current secret and that has not expired, or its
+        previous one within the grace period. An expired or superseded secret fails like a
+        wrong one."""
         with self.db.read() as session:
             row = session.scalar(select(RobotAccount).where(RobotAccount.username == username))
-            identity = (
-                None
-                if row is None
-                else RobotIdentity(row.id, row.username, row.project_id, row.region_id)
-            )
-            stored = self._decoy if row is None else row.secret_hash
-        if not self.hasher.verify(stored, password) or identity is None:
+        if row is None:
+            self.hasher.verify(self._decoy, password)
             return None
-        return identity
+        now = self.now()
+        previous = row.previous_secret_hash if previous_good(row, now) else None
+        # The current secret first: the usual login costs one argon2 check (none when
+        # proven recently), as before rotation existed; only a login that fails it tries
+        # the previous one. A consumer still on the previous secret during the grace period
+        # would pay a failed argon2 check of the current one on every login: a recent proof
+        # of the previous one (a lookup, no argon2) is taken first instead.
+        if previous is not None and self.hasher.proven(previous, password):
+            proved: str | None = previous
+        elif self.hasher.verify(row.secret_hash, password):
+            proved = row.secret_hash if current_good(row, now) else None
+        elif previous is not None and self.hasher.verify(previous, password):
+            proved = previous
+        else:
+            proved = None
+        if proved is None:
+            return None
+        return RobotIdentity(row.id, row.username, row.project_id, row.region_id, secret_id(proved))
 
-    def find(self, robot_id: uuid.UUID) -> RobotIdentity | None:
+    def find(self, robot_id: uuid.UUID, secret: str | None) -> RobotIdentity | None:
+        """The robot, if it exists and the secret a token of it names is still good."""
         with self.db.read() as session:
             row = session.get(RobotAccount, robot_id)
-            if row is None:
-                return None
-            return RobotIdentity(row.id, row.username, row.project_id, row.region_id)
+        if row is None or not holds(row, secret, self.now()):
+            return None
+        return RobotIdentity(row.id, row.username, row.project_id, row.region_id, secret)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -19,8 +19,10 @@ from dockyard.domain import audit
 from dockyard.domain.audit import Actor
 from dockyard.domain.errors import NotFoundError, RefusedError
 from dockyard.domain.registry_fields import (
+    AVAILABLE,
     KEEP,
     MANAGED_TYPE,
+    VERIFYING,
     Keep,
     StoredFields,
     parse_create,
@@ -42,6 +44,12 @@ class RegistryView:
     region_id: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
+    # Set when this change asked for a check of the registry: the token the check is
+    # started with (dockyard.verification.Verifier.follow). Not part of the API's shape.
+    check_requested_at: datetime | None = None
+    # A managed registry's robot's expiry, if its credentials were given one: a stored
+    # time, so that a cached list stays right as it passes.
+    credentials_expire_at: datetime | None = None
 
 
 class _Shown(Protocol):
@@ -82,6 +90,7 @@ _LISTING = (
             ContainerRegistry.username_enc.is_not(None), ContainerRegistry.password_enc.is_not(None)
         ).label("has_secrets"),
         RobotAccount.id.is_not(None).label("has_robot"),
+        RobotAccount.expires_at.label("robot_expires_at"),
     )
     .outerjoin(RobotAccount, RobotAccount.registry_id == ContainerRegistry.id)
     .where(ContainerRegistry.project_id == bindparam("project_id"))
@@ -102,6 +111,7 @@ class _Listed(NamedTuple):
     updated_at: datetime
     has_secrets: bool
     has_robot: bool
+    robot_expires_at: datetime | None
 
 
 def parse_registry_id(registry_ref: str) -> uuid.UUID:
@@ -149,8 +159,8 @@ class RegistryService:
 
     def get_in(self, session: Session, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
         """get in the caller's transaction."""
-        row, has_robot = self._find(session, project_id, registry_ref)
-        return self._view(row, has_robot)
+        row, has_robot, expires_at = self._find(session, project_id, registry_ref)
+        return self._view(row, has_robot, expires_at)
 
     def _rows(self, session: Session, project_id: uuid.UUID) -> list[_Listed]:
         found = session.connection().execute(_LISTING, {"project_id": project_id})
@@ -169,34 +179,55 @@ class RegistryService:
         ]
         listed.extend(row for row in rows if row.registry_type != MANAGED_TYPE)
         return [
-            self._shown(row, has_robot=row.has_robot, has_secrets=row.has_secrets) for row in listed
+            self._shown(
+                row,
+                has_robot=row.has_robot,
+                has_secrets=row.has_secrets,
+                expires_at=row.robot_expires_at,
+            )
+            for row in listed
         ]
 
     def _find(
         self, session: Session, project_id: uuid.UUID, registry_ref: str
-    ) -> tuple[ContainerRegistry, bool]:
+    ) -> tuple[ContainerRegistry, bool, datetime | None]:
         registry_id = parse_registry_id(registry_ref)
         found = session.execute(
-            select(ContainerRegistry, RobotAccount.id.is_not(None))
+            select(ContainerRegistry, RobotAccount.id.is_not(None), RobotAccount.expires_at)
             .outerjoin(RobotAccount, RobotAccount.registry_id == ContainerRegistry.id)
             .where(ContainerRegistry.id == registry_id, ContainerRegistry.project_id == project_id)
         ).first()
         if found is None:
             raise NotFoundError("Container registry not found")
-        row, has_robot = found
+        row, has_robot, expires_at = found
         if row.registry_type == MANAGED_TYPE and self._region(row) is None:
             # A region taken out of the settings: its registry is no longer served.
             raise NotFoundError("Container registry not found")
-        return row, bool(has_robot)
+        return row, bool(has_robot), expires_at
 
     def _region(self, row: _Shown) -> Region | None:
         return None if row.region_id is None else self.settings.region_by_id(row.region_id)
 
-    def _view(self, row: ContainerRegistry, has_robot: bool) -> RegistryView:
+    def _view(
+        self,
+        row: ContainerRegistry,
+        has_robot: bool,
+        expires_at: datetime | None = None,
+        *,
+        asked: datetime | None = None,
+    ) -> RegistryView:
         has_secrets = row.username_enc is not None and row.password_enc is not None
-        return self._shown(row, has_robot=has_robot, has_secrets=has_secrets)
+        view = self._shown(row, has_robot=has_robot, has_secrets=has_secrets, expires_at=expires_at)
+        return view if asked is None else replace(view, check_requested_at=asked)
 
-    def _shown(self, row: _Shown, *, has_robot: bool, has_secrets: bool) -> RegistryView:
+    def _shown(
+        self,
+        row: _Shown,
+        *,
+        has_robot: bool,
+        has_secrets: bool,
+        expires_at: datetime | None = None,
+    ) -> RegistryView:
         if row.registry_type == MANAGED_TYPE:
             region = self._region(row)
             assert region is not None  # callers drop rows of unknown regions
@@ -216,6 +247,7 @@ class RegistryService:
             region_id=row.region_id,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            credentials_expire_at=expires_at,
         )
 
     # -- managed registries ------------------------------------------------------------------
@@ -247,7 +279,7 @@ class RegistryService:
                     registry_type=MANAGED_TYPE,
                     name=f"{self.settings.platform_name} Registry ({region.name})",
                     region_id=region.region_id,
-                    status="available",
+                    status=AVAILABLE,
                     created_at=now,
                     updated_at=now,
                 )
@@ -272,18 +304,18 @@ class RegistryService:
                 name=checked.name,
                 hostname=checked.hostname,
                 region_id=None,
-                status="available",
                 created_at=now,
                 updated_at=now,
             )
             row.username_enc = self._seal(row.id, "username", checked.username)
             row.password_enc = self._seal(row.id, "password", checked.password)
+            self._ask_for_check(row, now)
             session.add(row)
             audit.record(
                 session, project_id, audit.REGISTRY_CREATED, registry_id=row.id, actor=actor
             )
             session.flush()
-            return self._view(row, False)
+            return self._view(row, False, asked=row.verification_started_at)
 
     def update(
         self,
@@ -293,7 +325,7 @@ class RegistryService:
         actor: Actor | None = None,
     ) -> RegistryView:
         with self.db.write() as session:
-            row, _ = self._find(session, project_id, registry_ref)
+            row, _, _ = self._find(session, project_id, registry_ref)
             self._refuse_managed(row, "updated")
             change = parse_update(
                 fields,
@@ -305,6 +337,13 @@ class RegistryService:
                     has_password=row.password_enc is not None,
                 ),
             )
+            # What a check depends on; a new name alone is not checked again. Credentials
+            # sent again count as changed: they are not decrypted to be compared.
+            recheck = (
+                change.hostname != row.hostname
+                or change.username is not KEEP
+                or change.password is not KEEP
+            )
             row.name = change.name
             row.hostname = change.hostname
             if change.username is not KEEP:
@@ -312,17 +351,57 @@ class RegistryService:
             if change.password is not KEEP:
                 row.password_enc = self._seal(row.id, "password", change.password)
             row.updated_at = utcnow()
+            asked = None
+            if recheck:
+                asked = self._ask_for_check(row, row.updated_at)
             audit.record(
                 session, project_id, audit.REGISTRY_UPDATED, registry_id=row.id, actor=actor
             )
             session.flush()
-            return self._view(row, False)
+            return self._view(row, False, asked=asked)
+
+    def request_check(self, project_id: uuid.UUID, registry_ref: str) -> RegistryView:
+        """POST .../verify: the registry in state `verifying`, its check asked for. One that
+        is being checked already (and not for so long that its check is taken for lost)
+        stays as it is: a repeated request must not start a check per call."""
+        with self.db.write() as session:
+            row, _, _ = self._find(session, project_id, registry_ref)
+            if row.registry_type == MANAGED_TYPE:
+                raise RefusedError(
+                    f"{self.settings.platform_name} registries are managed by the platform and "
+                    "always available; only external registries (docker_hub, ghcr, custom) "
+                    "are checked"
+                )
+            if not self.settings.verify_registries:
+                raise RefusedError(
+                    "Checking external registries is turned off on this server "
+                    "(DOCKYARD_VERIFY_REGISTRIES=false); their status is not checked"
+                )
+            now = utcnow()
+            started = row.verification_started_at
+            if (
+                row.status == VERIFYING
+                and started is not None
+                and (now - started).total_seconds() < self.settings.verify_stale_seconds
+            ):
+                return self._view(row, False)
+            self._ask_for_check(row, now)
+            session.flush()
+            return self._view(row, False, asked=now)
+
+    def _ask_for_check(self, row: ContainerRegistry, now: datetime) -> datetime | None:
+        """Mark the registry for a check, or, with checks turned off, as never checked."""
+        if not self.settings.verify_registries:
+            row.status, row.verification_started_at = AVAILABLE, None
+            return None
+        row.status, row.verification_started_at = VERIFYING, now
+        return now
 
     def delete(
         self, project_id: uuid.UUID, registry_ref: str, actor: Actor | None = None
     ) -> RegistryView:
         with self.db.write() as session:
-            row, _ = self._find(session, project_id, registry_ref)
+            row, _, _ = self._find(session, project_id, registry_ref)
             self._refuse_managed(row, "deleted")
             view = self._view(row, False)
             session.delete(row)

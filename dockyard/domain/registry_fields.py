@@ -16,6 +16,13 @@ EXTERNAL_TYPES = ("docker_hub", "ghcr", "custom")
 MANAGED_TYPE = "nodion"
 DEFAULT_HOSTNAMES = {"docker_hub": "docker.io", "ghcr": "ghcr.io"}
 
+# A registry's `status`. Managed ones are always available; an external one is what its
+# last check found (dockyard.verification), or available when checks are turned off.
+AVAILABLE = "available"
+VERIFYING = "verifying"
+AUTHENTICATION_FAILED = "authentication_failed"
+UNREACHABLE = "unreachable"
+
 MAX_NAME = 255
 MAX_HOSTNAME = 253 + 6  # a full DNS name and ":65535"
 MAX_USERNAME = 255

@@ -51,9 +51,11 @@ async def authenticate(
         claims = context.tokens.verify(token, audience=context.service(region))
     except InvalidTokenError:
         raise challenge(context, request, region, scope, "invalid_token") from None
-    active = context.standing.known(claims.robot_id)
+    active = context.standing.known(claims.robot_id, claims.secret_id)
     if active is None:  # a worker thread only when the database must be asked
-        active = await run_in_threadpool(context.standing.is_active, claims.robot_id)
+        active = await run_in_threadpool(
+            context.standing.is_active, claims.robot_id, claims.secret_id
+        )
     if not active:
         raise challenge(context, request, region, scope, "invalid_token")
     return claims

@@ -23,33 +23,35 @@ from dockyard.storage import BlobStore
 
 
 class RobotStanding:
-    """Whether a robot still exists, remembered for a few seconds.
+    """Whether a robot still exists and the secret a token names is still good,
+    remembered for a few seconds.
 
-    Tokens live for many minutes; this is what makes revoked credentials stop working
-    within `ttl` seconds for tokens already issued, without a query per request.
+    Tokens live for many minutes; this is what makes revoked, expired and rotated-out
+    credentials stop working within `ttl` seconds for tokens already issued, without a
+    query per request.
     """
 
     def __init__(self, robots: RobotDirectory, ttl: float) -> None:
         self.robots = robots
         self.ttl = ttl
-        self._seen: dict[uuid.UUID, tuple[bool, float]] = {}
+        self._seen: dict[tuple[uuid.UUID, str | None], tuple[bool, float]] = {}
 
-    def known(self, robot_id: uuid.UUID) -> bool | None:
+    def known(self, robot_id: uuid.UUID, secret: str | None) -> bool | None:
         """The remembered answer, or None if it is too old: no database, no thread."""
-        cached = self._seen.get(robot_id)
+        cached = self._seen.get((robot_id, secret))
         if cached is not None and time.monotonic() - cached[1] < self.ttl:
             return cached[0]
         return None
 
-    def is_active(self, robot_id: uuid.UUID) -> bool:
-        known = self.known(robot_id)
+    def is_active(self, robot_id: uuid.UUID, secret: str | None) -> bool:
+        known = self.known(robot_id, secret)
         if known is not None:
             return known
         now = time.monotonic()
-        active = self.robots.find(robot_id) is not None
+        active = self.robots.find(robot_id, secret) is not None
         if len(self._seen) > 10_000:
             self._seen.clear()
-        self._seen[robot_id] = (active, now)
+        self._seen[(robot_id, secret)] = (active, now)
         return active
 
 

@@ -61,7 +61,7 @@ async def catalog(request: Request) -> Response:
     claims = await authenticate(context, request, region, CATALOG_SCOPE)
     if not claims.allows("registry", "catalog", "*"):
         raise challenge(context, request, region, CATALOG_SCOPE, "insufficient_scope")
-    robot = await run_in_threadpool(context.robots.find, claims.robot_id)
+    robot = await run_in_threadpool(context.robots.find, claims.robot_id, claims.secret_id)
     if robot is None:
         raise challenge(context, request, region, CATALOG_SCOPE, "invalid_token")
     limit, last = _page(request, context.settings.max_page_size)

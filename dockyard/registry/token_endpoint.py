@@ -92,14 +92,16 @@ async def _robot_for(
 ) -> RobotIdentity:
     if form is not None and form.get("grant_type") == "refresh_token":
         try:
-            _, robot_id = context.tokens.verify_refresh(
+            _, robot_id, secret = context.tokens.verify_refresh(
                 form.get("refresh_token", ""), context.service(region)
             )
         except InvalidTokenError:
             raise _refused("the refresh token is invalid or expired") from None
-        found = await run_in_threadpool(context.robots.find, robot_id)
+        # The password it was obtained with must still be good: not revoked, rotated out
+        # (past its grace period) or expired.
+        found = await run_in_threadpool(context.robots.find, robot_id, secret)
         if found is None:
-            raise _refused("the credentials of this refresh token were revoked")
+            raise _refused("the credentials of this refresh token were revoked or expired")
         return found
     if form is not None:
         if form.get("grant_type") != "password":
@@ -168,7 +170,11 @@ async def _token(request: Request) -> Response:
     region = _region(context, request, params.get("service"))
     robot = await _robot_for(context, request, form, region)
     issued = context.tokens.issue(
-        robot.username, robot.id, context.service(region), grants_for(robot, scopes)
+        robot.username,
+        robot.id,
+        context.service(region),
+        grants_for(robot, scopes),
+        robot.secret_id,
     )
     body: dict[str, object] = {
         "token": issued.token,
@@ -183,5 +189,6 @@ async def _token(request: Request) -> Response:
             robot.id,
             context.service(region),
             context.settings.refresh_token_lifetime_seconds,
+            robot.secret_id,
         )
     return JSONResponse(body, headers={"Cache-Control": "no-store"})

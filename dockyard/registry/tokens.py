@@ -44,6 +44,9 @@ class TokenClaims:
     robot_id: uuid.UUID
     audience: str
     grants: tuple[Grant, ...]
+    # The robot's secret it was obtained with (claim `sid`): the token is good only while
+    # that secret is. None in tokens issued before rotation existed.
+    secret_id: str | None = None
 
     def allows(self, type_: str, name: str, action: str) -> bool:
         return any(
@@ -73,10 +76,15 @@ class TokenService:
         return jwt.encode(claims, self._private, algorithm=ALGORITHM, headers={"typ": "JWT"})
 
     def _base(
-        self, subject: str, robot_id: uuid.UUID, audience: str, lifetime: int
+        self,
+        subject: str,
+        robot_id: uuid.UUID,
+        audience: str,
+        lifetime: int,
+        secret_id: str | None,
     ) -> dict[str, Any]:
         now = int(time.time())
-        return {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,
             "aud": audience,
@@ -86,19 +94,34 @@ class TokenService:
             "jti": secrets.token_urlsafe(16),
             "rid": str(robot_id),
         }
+        if secret_id is not None:
+            claims["sid"] = secret_id
+        return claims
 
     def issue(
-        self, subject: str, robot_id: uuid.UUID, audience: str, grants: list[Grant]
+        self,
+        subject: str,
+        robot_id: uuid.UUID,
+        audience: str,
+        grants: list[Grant],
+        secret_id: str | None = None,
     ) -> IssuedToken:
-        claims = self._base(subject, robot_id, audience, self.lifetime)
+        claims = self._base(subject, robot_id, audience, self.lifetime, secret_id)
         claims["typ"] = ACCESS
         claims["access"] = [grant.claim() for grant in grants]
         return IssuedToken(
             self._sign(claims), self.lifetime, datetime.fromtimestamp(claims["iat"], UTC)
         )
 
-    def issue_refresh(self, subject: str, robot_id: uuid.UUID, audience: str, lifetime: int) -> str:
-        claims = self._base(subject, robot_id, audience, lifetime)
+    def issue_refresh(
+        self,
+        subject: str,
+        robot_id: uuid.UUID,
+        audience: str,
+        lifetime: int,
+        secret_id: str | None = None,
+    ) -> str:
+        claims = self._base(subject, robot_id, audience, lifetime, secret_id)
         claims["typ"] = REFRESH
         return self._sign(claims)
 
@@ -128,14 +151,22 @@ class TokenService:
             robot_id = uuid.UUID(str(claims["rid"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidTokenError("malformed claims") from exc
-        return TokenClaims(str(claims["sub"]), robot_id, audience, grants)
+        return TokenClaims(str(claims["sub"]), robot_id, audience, grants, _secret_id(claims))
 
-    def verify_refresh(self, token: str, audience: str) -> tuple[str, uuid.UUID]:
+    def verify_refresh(self, token: str, audience: str) -> tuple[str, uuid.UUID, str | None]:
+        """The subject, robot id and secret id (None in old tokens) of a refresh token."""
         claims = self._decode(token, audience, REFRESH)
         try:
-            return str(claims["sub"]), uuid.UUID(str(claims["rid"]))
+            return str(claims["sub"]), uuid.UUID(str(claims["rid"])), _secret_id(claims)
         except ValueError as exc:
             raise InvalidTokenError("malformed claims") from exc
+
+
+def _secret_id(claims: dict[str, Any]) -> str | None:
+    sid = claims.get("sid")
+    if sid is not None and not isinstance(sid, str):
+        raise InvalidTokenError("malformed claims")
+    return sid
 
 
 def generate_key_pem() -> bytes:

@@ -1,0 +1,198 @@
+"""Registry pages: the list, one registry, adding, editing and deleting an external one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.responses import RedirectResponse, Response
+
+from dockyard.console.web import Caller, PageRoutes, console_of
+from dockyard.domain.errors import RefusedError
+from dockyard.domain.registries import RegistryView
+from dockyard.domain.registry_fields import EXTERNAL_TYPES, MANAGED_TYPE
+
+routes = PageRoutes()
+
+# Notices a redirect may ask for by key; never text from the URL itself.
+NOTICES = {
+    "created": "The registry was added.",
+    "updated": "The registry was saved.",
+    "deleted": "The registry was deleted.",
+    "revoked": "The credentials were revoked; logins with them fail from now on.",
+    "tag_deleted": "The tag was deleted.",
+    "repository_deleted": "The repository was deleted; its storage is freed by the next "
+    "garbage collection.",
+}
+TYPE_NAMES = {"docker_hub": "Docker Hub", "ghcr": "GitHub (ghcr.io)", "custom": "Custom"}
+
+
+def notice_of(request: Request) -> str | None:
+    return NOTICES.get(request.query_params.get("notice", ""))
+
+
+def _region_name(request: Request, view: RegistryView) -> str | None:
+    if view.region_id is None:
+        return None
+    region = console_of(request).services.settings.region_by_id(view.region_id)
+    return region.name if region else None
+
+
+@routes.get("/")
+async def registry_list(request: Request, me: Caller) -> Response:
+    console = console_of(request)
+    views = await console.call(request, console.services.registries.list_all, me.project_id)
+    return console.render(
+        request,
+        "registries.html",
+        managed=[v for v in views if v.registry_type == MANAGED_TYPE],
+        external=[v for v in views if v.registry_type != MANAGED_TYPE],
+        type_names=TYPE_NAMES,
+        notice=notice_of(request),
+    )
+
+
+def _form_page(
+    request: Request,
+    *,
+    values: dict[str, str],
+    registry: RegistryView | None = None,
+    errors: list[str] | None = None,
+    status: int = 200,
+) -> Response:
+    # The password is never sent back into the form, not even after a refusal.
+    shown = {key: values.get(key, "") for key in ("name", "registry_type", "hostname", "username")}
+    return console_of(request).render(
+        request,
+        "registry_form.html",
+        status,
+        values=shown,
+        registry=registry,
+        types=EXTERNAL_TYPES,
+        type_names=TYPE_NAMES,
+        errors=errors or [],
+    )
+
+
+@routes.get("/registries/new")
+async def new_registry_form(request: Request, me: Caller) -> Response:
+    return _form_page(request, values={"registry_type": "docker_hub"})
+
+
+@routes.post("/registries/new")
+async def create_registry(request: Request, me: Caller) -> Response:
+    console = console_of(request)
+    form = await console.form(request, me.csrf)
+    fields = {
+        key: form.get(key, "")
+        for key in ("name", "registry_type", "hostname", "username", "password")
+    }
+    try:
+        view = await console.call(
+            request,
+            console.services.registries.create,
+            me.project_id,
+            fields,
+            console.actor(me),
+        )
+    except RefusedError as refused:
+        return _form_page(request, values=fields, errors=refused.messages, status=400)
+    return RedirectResponse(f"/registries/{view.id}?notice=created", 303)
+
+
+# After /registries/new, which this path would match too.
+@routes.get("/registries/{registry_id}")
+async def registry_page(registry_id: str, request: Request, me: Caller) -> Response:
+    console = console_of(request)
+    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
+    return console.render(
+        request,
+        "registry.html",
+        registry=view,
+        managed=view.registry_type == MANAGED_TYPE,
+        region=_region_name(request, view),
+        type_names=TYPE_NAMES,
+        notice=notice_of(request),
+    )
+
+
+async def _external(request: Request, me: Caller, registry_id: str, verb: str) -> RegistryView:
+    """The external registry the page is about; a managed one gets the domain's refusal."""
+    console = console_of(request)
+    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
+    if view.registry_type == MANAGED_TYPE:
+        raise console.refused(
+            request,
+            [
+                f"{console.services.settings.platform_name} registries are managed by the "
+                f"platform and can't be {verb}; only external registries "
+                "(docker_hub, ghcr, custom) can"
+            ],
+        )
+    return view
+
+
+@routes.get("/registries/{registry_id}/edit")
+async def edit_registry_form(registry_id: str, request: Request, me: Caller) -> Response:
+    view = await _external(request, me, registry_id, "updated")
+    values = {"name": view.name, "registry_type": view.registry_type, "hostname": view.hostname}
+    return _form_page(request, values=values, registry=view)
+
+
+def _update_fields(form: dict[str, str]) -> dict[str, Any]:
+    """A PATCH from the edit form: blank credentials keep the stored ones, unless the user
+    ticked the box that removes them."""
+    fields: dict[str, Any] = {"name": form.get("name", ""), "hostname": form.get("hostname", "")}
+    if form.get("clear_credentials"):
+        fields.update(username=None, password=None)
+        return fields
+    for key in ("username", "password"):
+        if form.get(key):
+            fields[key] = form[key]
+    return fields
+
+
+@routes.post("/registries/{registry_id}/edit")
+async def update_registry(registry_id: str, request: Request, me: Caller) -> Response:
+    console = console_of(request)
+    view = await _external(request, me, registry_id, "updated")
+    form = await console.form(request, me.csrf)
+    try:
+        await console.call(
+            request,
+            console.services.registries.update,
+            me.project_id,
+            registry_id,
+            _update_fields(form),
+            console.actor(me),
+        )
+    except RefusedError as refused:
+        values = {**form, "registry_type": view.registry_type}
+        return _form_page(
+            request, values=values, registry=view, errors=refused.messages, status=400
+        )
+    return RedirectResponse(f"/registries/{view.id}?notice=updated", 303)
+
+
+@routes.get("/registries/{registry_id}/delete")
+async def delete_registry_form(registry_id: str, request: Request, me: Caller) -> Response:
+    view = await _external(request, me, registry_id, "deleted")
+    return console_of(request).render(request, "delete_registry.html", registry=view)
+
+
+@routes.post("/registries/{registry_id}/delete")
+async def delete_registry(registry_id: str, request: Request, me: Caller) -> Response:
+    console = console_of(request)
+    await _external(request, me, registry_id, "deleted")
+    await console.form(request, me.csrf)
+    try:
+        await console.call(
+            request,
+            console.services.registries.delete,
+            me.project_id,
+            registry_id,
+            console.actor(me),
+        )
+    except RefusedError as refused:
+        raise console.refused(request, refused.messages) from None
+    return RedirectResponse("/?notice=deleted", 303)
