@@ -6,10 +6,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from dockyard.config import Settings
 from dockyard.db import Database
 from dockyard.db.changes import ChangeFeed, NoChangeFeed, change_feed_for
+from dockyard.db.models import utcnow
 from dockyard.domain.audit import AuditLog
 from dockyard.domain.credentials import CredentialService, RobotDirectory
 from dockyard.domain.manifests import ManifestService
@@ -36,6 +38,8 @@ class Services:
     audit: AuditLog
     throttle: Throttle
     metrics: Metrics
+    # The wall clock: when user API keys expire. Tests travel in time with their own.
+    now: Callable[[], datetime] = utcnow
 
     def close(self) -> None:
         self.changes.close()
@@ -65,6 +69,7 @@ def build_services(
     db: Database | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,  # the throttle's; tests travel in time
+    now: Callable[[], datetime] = utcnow,  # the wall clock, for expiries
 ) -> Services:
     db = db or Database(settings.resolved_database_url)
     cipher = Cipher(load_or_create_key(_secret(settings.encryption_key), settings.data_dir))
@@ -103,4 +108,5 @@ def build_services(
             clock=clock,
         ),
         metrics=Metrics(),
+        now=now,
     )
