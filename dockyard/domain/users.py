@@ -149,22 +149,3 @@ def remove_member(db: Database, user_ref: str, project_ref: str) -> UserInfo:
             user.default_project_id = None
         session.flush()
         return _info(session, user)
-
-
-def set_default_project(db: Database, user_ref: str, project_ref: str | None) -> UserInfo:
-    """The project a request without X-Nodion-Project acts for; one the user is a member
-    of. None: no default (such requests are then refused)."""
-    with db.write() as session:
-        user = find_user(session, user_ref)
-        if project_ref is None:
-            user.default_project_id = None
-        else:
-            project = find_project(session, project_ref)
-            if _member(session, user.id, project.id) is None:
-                raise RefusedError(
-                    f"User {user.email} is not a member of project {project.id}; "
-                    "add them first (dockyard users add-member)"
-                )
-            user.default_project_id = project.id
-        session.flush()
-        return _info(session, user)
