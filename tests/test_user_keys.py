@@ -6,6 +6,7 @@ Time passes by moving the server's injected wall clock, never by sleeping.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from dockyard.domain.users import UserInfo, add_member, create_user, remove_memb
 URL = "/v1/container_registries"
 EVENTS = "/v1/audit_events"
 HEADER = "X-Nodion-Project"
+NOTIFY_DEADLINE_SECONDS = 10.0
 
 
 class WallClock:
@@ -118,6 +120,22 @@ def statements(services: Services) -> Iterator[list[str]]:
     event.listen(services.db.engine, "before_cursor_execute", record)
     yield sent
     event.remove(services.db.engine, "before_cursor_execute", record)
+
+
+def from_memory(client, statements: list[str], *callers: dict[str, str]) -> list[list[str]]:
+    """Each caller's list, once a round of them is answered from the read cache alone: the
+    proof that the cache holds their answers. (On PostgreSQL the notifications of the
+    test's own earlier commits arrive a little after them, and may empty it once more.)"""
+    deadline = time.monotonic() + NOTIFY_DEADLINE_SECONDS
+    while True:
+        for headers in callers:
+            names(client, headers)
+        statements.clear()
+        answers = [names(client, headers) for headers in callers]
+        if not statements:
+            return answers
+        assert time.monotonic() < deadline, "the answers never came from memory"
+        time.sleep(0.01)
 
 
 def project_state(client, project: NewProject) -> dict:
@@ -282,10 +300,7 @@ def test_a_removed_member_loses_access_at_once_even_when_the_answer_is_cached(
 ):
     key = new_key(services)
     headers = bearer(key, team.b.id)
-    names(client, headers)
-    statements.clear()
-    assert names(client, headers) == ["B's hub"]
-    assert statements == [], "the second list comes from memory"
+    assert from_memory(client, statements, headers) == [["B's hub"]]
 
     remove_member(services.db, "alice@example.com", str(team.b.id))
 
@@ -310,10 +325,7 @@ def test_a_revoked_key_is_401_at_once_even_when_the_answer_is_cached(
 ):
     info, key = create_key(services.db, "alice@example.com", scopes=["write"])
     headers = bearer(key, team.b.id)
-    names(client, headers)
-    statements.clear()
-    names(client, headers)
-    assert statements == []
+    assert from_memory(client, statements, headers) == [["B's hub"]]
 
     revoke_key(services.db, key)
 
@@ -341,12 +353,8 @@ def test_an_expired_key_is_401_even_when_its_answer_is_cached(
 ):
     key = new_key(services, expires_at=clock() + timedelta(hours=1))
     a_headers, b_headers = bearer(key, team.a.id), bearer(key, team.b.id)
-    for headers in (a_headers, b_headers):
-        names(client, headers)
-    statements.clear()
-    assert names(client, a_headers) == ["A's hub"]
-    assert names(client, b_headers) == ["B's hub"]
-    assert statements == [], "both answers come from memory while the key is valid"
+    # Both answers come from memory while the key is valid.
+    assert from_memory(client, statements, a_headers, b_headers) == [["A's hub"], ["B's hub"]]
 
     clock.advance(minutes=59, seconds=59)
     assert names(client, b_headers) == ["B's hub"]
@@ -400,18 +408,12 @@ def test_scopes_and_project_refusals_are_not_bad_tokens(make_settings, clock, te
 # -- the read cache: one entry per key and project -------------------------------------------
 
 
-def test_the_same_key_gets_each_projects_own_list_from_the_cache(client, services, team):
+def test_the_same_key_gets_each_projects_own_list_from_the_cache(
+    client, services, team, statements
+):
     key = new_key(services)
-    rounds = []
-    for _ in range(3):  # the later rounds are served from memory
-        rounds.append(
-            (
-                names(client, bearer(key, team.a.id)),
-                names(client, bearer(key, team.b.id)),
-                names(client, bearer(key)),
-            )
-        )
-    assert rounds == [(["A's hub"], ["B's hub"], ["A's hub"])] * 3
+    callers = (bearer(key, team.a.id), bearer(key, team.b.id), bearer(key))
+    assert from_memory(client, statements, *callers) == [["A's hub"], ["B's hub"], ["A's hub"]]
 
 
 def test_the_scope_check_comes_before_the_project_so_neither_reveals_the_other(

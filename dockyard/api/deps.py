@@ -20,8 +20,14 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from dockyard.api.body import read_fields
-from dockyard.api.callers import CHALLENGE as _CHALLENGE
-from dockyard.api.callers import PROJECT_HEADER, Asked, Caller, InvalidTokenError, caller_in
+from dockyard.api.callers import (
+    CHALLENGE,
+    PROJECT_HEADER,
+    Asked,
+    Caller,
+    InvalidTokenError,
+    caller_in,
+)
 from dockyard.api.errors import ApiError
 from dockyard.api.read_cache import answer_holds_until
 from dockyard.api.schemas import PROJECT_HEADER_DOC
@@ -30,7 +36,6 @@ from dockyard.domain.audit import act_as
 from dockyard.services import Services
 from dockyard.throttle import Block, request_source
 
-__all__ = ["InvalidTokenError"]  # raised here; defined with the rest of who-calls
 T = TypeVar("T")
 log = logging.getLogger("dockyard.api")
 
@@ -77,7 +82,7 @@ def bearer_token(request: Request) -> str:
         raise ApiError(
             401,
             "Authorization header is missing; send Authorization: Bearer <your API token>",
-            headers=_CHALLENGE,
+            headers=CHALLENGE,
         )
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -85,7 +90,7 @@ def bearer_token(request: Request) -> str:
         raise ApiError(
             401,
             "Authorization must use the Bearer scheme: Authorization: Bearer <your API token>",
-            headers=_CHALLENGE,
+            headers=CHALLENGE,
         )
     return token
 
