@@ -1,7 +1,7 @@
 """user API keys: users, their project memberships, and their API keys with an allow-list
 
-Revision ID: 0007
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 
 A user API key reaches every project its user is a member of (those of its allow-list, if
 it has one), chosen per request by the X-Nodion-Project header. Each of these tables
@@ -12,8 +12,8 @@ removed membership or a revoked key must empty every replica's cached reads at o
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0005"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
