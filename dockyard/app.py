@@ -88,7 +88,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(
-        CachedReads, feed=services.changes, paths=frozenset({"/v1/container_registries"})
+        CachedReads,
+        feed=services.changes,
+        paths=frozenset({"/v1/container_registries"}),
+        now=services.now,
     )
     app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
     app.include_router(registries.router)

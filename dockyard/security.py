@@ -17,6 +17,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 API_TOKEN_PREFIX = "dky_"  # noqa: S105 (a prefix, not a secret)
+# A user's API key: told apart from a project's token by its prefix alone, so that a request
+# is looked up in one table only (and secret scanners can tell them apart too).
+USER_API_KEY_PREFIX = "dkyu_"
 KEY_FILE = "encryption.key"
 _PROVEN_LIMIT = 10_000
 _CIPHER_VERSION = "v1"
@@ -24,6 +27,14 @@ _CIPHER_VERSION = "v1"
 
 def new_api_token() -> str:
     return API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_user_api_key() -> str:
+    return USER_API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_user_api_key(token: str) -> bool:
+    return token.startswith(USER_API_KEY_PREFIX)
 
 
 def new_robot_secret() -> str:

@@ -43,6 +43,8 @@ class Services:
     metrics: Metrics
     browse: BrowseService
     verifier: Verifier  # started and stopped by the app's lifespan
+    # The wall clock: when user API keys and robot passwords expire. Tests travel in time.
+    now: Callable[[], datetime] = utcnow
 
     def close(self) -> None:
         self.changes.close()
@@ -72,7 +74,7 @@ def build_services(
     db: Database | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,  # the throttle's; tests travel in time
-    now: Callable[[], datetime] = utcnow,  # credentials' expiry and grace periods; likewise
+    now: Callable[[], datetime] = utcnow,  # the wall clock: expiries and grace periods
 ) -> Services:
     db = db or Database(settings.resolved_database_url)
     cipher = Cipher(load_or_create_key(_secret(settings.encryption_key), settings.data_dir))
@@ -114,4 +116,5 @@ def build_services(
         metrics=Metrics(),
         browse=BrowseService(db, registries, stores),
         verifier=Verifier.build(VerificationStore(registries), settings),
+        now=now,
     )

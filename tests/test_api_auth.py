@@ -60,8 +60,9 @@ def call(client, method: str, path: str, headers: dict[str, str]):
         {"Authorization": "Basic dXNlcjpwYXNz"},
         {"Authorization": "Token dky_abc"},
         {"Authorization": "Bearer dky_not-a-real-token"},
+        {"Authorization": "Bearer dkyu_not-a-real-key", "X-Nodion-Project": str(uuid.uuid4())},
     ],
-    ids=["none", "empty", "bearer-only", "bearer-blank", "basic", "token", "unknown"],
+    ids=["none", "empty", "bearer-only", "bearer-blank", "basic", "token", "unknown", "user-key"],
 )
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
 def test_without_a_valid_token_every_endpoint_is_401(client, project, headers, method, path):

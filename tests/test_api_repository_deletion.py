@@ -13,6 +13,8 @@ import anyio
 import pytest
 
 from dockyard.domain.gc import GarbageCollector
+from dockyard.domain.user_keys import create_key
+from dockyard.domain.users import create_user
 from dockyard.storage.paths import blob_key, upload_key
 from tests.oci_client import assert_error, sha256
 from tests.support import server_client
@@ -159,6 +161,33 @@ def test_a_deleted_repository_can_be_pushed_again_from_nothing(
     assert [(t["name"], t["digest"]) for t in body["tags"]] == [("v3", digest)]
     assert body["repository"]["size_bytes"] == len(content) + len(CONFIG) + 200
     assert_error(oci.get_manifest(app, "v1"), 404, "MANIFEST_UNKNOWN")
+
+
+def test_a_user_key_browses_with_read_and_deletes_only_with_write(
+    client, services, auth, robot, project, images
+):
+    user = create_user(services.db, "dev@example.com", default_project=str(project.id))
+    _, reader = create_key(services.db, str(user.id), scopes=["read"])
+    writer_info, writer = create_key(services.db, str(user.id), scopes=["read", "write"])
+    base = f"{URL}/{robot.registry_id}/repositories"
+    as_reader = {"Authorization": f"Bearer {reader}", "X-Nodion-Project": str(project.id)}
+    as_writer = {"Authorization": f"Bearer {writer}"}  # the user's default project
+    before = listing(client, auth, robot.registry_id)
+
+    assert client.get(base, headers=as_reader).json() == before
+    tags = client.get(f"{base}/{images['app']}/tags", headers=as_reader)
+    assert [t["name"] for t in tags.json()["tags"]] == ["v1", "v2"]
+    for path in (f"{base}/{images['app']}/tags/v1", f"{base}/{images['app']}"):
+        refused = client.delete(path, headers=as_reader)
+        assert refused.status_code == 403, refused.text
+        assert "write scope" in refused.json()["errors"][0]
+    assert listing(client, auth, robot.registry_id) == before
+
+    deleted = client.delete(f"{base}/{images['app']}/tags/v1", headers=as_writer)
+    assert deleted.status_code == 200, deleted.text
+    event = events(client, auth)[0]
+    assert (event["action"], event["subject"]) == ("tag.deleted", f"{images['app']}:v1")
+    assert event["actor"] == str(writer_info.id)
 
 
 # -- with curl, against `dockyard serve` ----------------------------------------------------

@@ -50,3 +50,18 @@ def test_replicas_starting_together_migrate_once_without_errors(fresh_postgres: 
     tables = set(inspect(db.engine).get_table_names())
     db.dispose()
     assert {t.name for t in Base.metadata.sorted_tables} <= tables
+
+
+def test_the_migrations_build_exactly_the_models_tables(database_url: str) -> None:
+    """Every table, column, index and foreign key the models declare is what the migrations
+    made, and nothing else: a migration and its model cannot drift apart unnoticed."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    db = Database(database_url)
+    try:
+        with db.engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        db.dispose()
+    assert differences == []

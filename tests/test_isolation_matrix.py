@@ -20,6 +20,8 @@ import jwt
 import pytest
 
 from dockyard.domain.projects import create_project
+from dockyard.domain.user_keys import create_key
+from dockyard.domain.users import create_user
 from tests.oci_client import (
     OCI_EMPTY,
     OCI_MANIFEST,
@@ -113,6 +115,14 @@ class World:
     b_auth: dict[str, str]
     b_oci: OCIClient
     b_token: str  # what B's robot got when it asked for everything of A's and its own
+    b_user_key: str  # a read and write key of a user who is a member of B only
+
+
+def b_credentials(world: World, kind: str) -> dict[str, str]:
+    """B's project API token, or B's user's key acting for B (X-Nodion-Project)."""
+    if kind == "project token":
+        return world.b_auth
+    return {**bearer(world.b_user_key), "X-Nodion-Project": world.b_project}
 
 
 def a_state(world: World) -> dict[str, object]:
@@ -167,6 +177,8 @@ def world(client, services, project, auth, robot) -> World:
     b_auth = bearer(b.api_token)
     b_robot = generate_credentials(client, b.api_token)
     b_oci = OCIClient(client, b_robot["username"], b_robot["password"])
+    create_user(services.db, "b-user@example.com", default_project=str(b.id))
+    _, b_user_key = create_key(services.db, "b-user@example.com", scopes=["write"])
     b_oci.push_image(f"{b.id}/app", "latest", layers=[b"B's layer"])
     upload_id = started.headers["docker-upload-uuid"]
     a = Target(repo, "latest", manifest_digest, sha256(LAYER), upload_id)
@@ -191,6 +203,7 @@ def world(client, services, project, auth, robot) -> World:
         b_auth=b_auth,
         b_oci=b_oci,
         b_token=asked.json()["token"],
+        b_user_key=b_user_key,
     )
 
 
@@ -410,9 +423,16 @@ def test_v1_every_route_is_covered(client):
     assert {kind_of(method, path) for method, path in routes} == {"own", "scoped", "global"}
 
 
+CREDENTIALS = ["project token", "user key"]
+
+
+@pytest.mark.parametrize("credential", CREDENTIALS)
 @pytest.mark.parametrize("registry", ["managed", "external"])
-def test_v1_every_route_on_a_neighbours_registry_is_a_404_like_an_unknown_id(world, registry):
+def test_v1_every_route_on_a_neighbours_registry_is_a_404_like_an_unknown_id(
+    world, registry, credential
+):
     client = world.client
+    b_auth = b_credentials(world, credential)
     a_registry = next(
         r for r in world.a_registries if (r["registry_type"] == "nodion") == (registry == "managed")
     )
@@ -421,9 +441,9 @@ def test_v1_every_route_on_a_neighbours_registry_is_a_404_like_an_unknown_id(wor
     for method, path in v1_routes(client):
         if kind_of(method, path) != "scoped":
             continue
-        real = call(client, method, filled(path, a_registry["id"], world.a), world.b_auth)
+        real = call(client, method, filled(path, a_registry["id"], world.a), b_auth)
         missing = str(uuid.uuid4())
-        unknown = call(client, method, filled(path, missing, world.a), world.b_auth)
+        unknown = call(client, method, filled(path, missing, world.a), b_auth)
         assert real.status_code == 404, (method, path, real.text)
         assert real.json() == unknown.json(), (method, path)
         assert set(real.json()) == {"errors"}
@@ -435,30 +455,34 @@ def test_v1_every_route_on_a_neighbours_registry_is_a_404_like_an_unknown_id(wor
     assert a_state(world) == before
 
 
-def test_v1_b_naming_as_repositories_in_its_own_registry_finds_nothing(world):
+@pytest.mark.parametrize("credential", CREDENTIALS)
+def test_v1_b_naming_as_repositories_in_its_own_registry_finds_nothing(world, credential):
     """A's repository and tag named through B's own managed registry: answered like a
     repository that exists nowhere, once the names the request carried are blanked out."""
     client = world.client
+    b_auth = b_credentials(world, credential)
     before = a_state(world)
-    b_registry = client.get(URL, headers=world.b_auth).json()["container_registries"][0]
+    b_registry = client.get(URL, headers=b_auth).json()["container_registries"][0]
     checked = 0
     for method, path in v1_routes(client):
         if "{name}" not in path:
             continue
         nowhere = ghost(world.a_project)
-        real = call(client, method, filled(path, b_registry["id"], world.a), world.b_auth)
-        unknown = call(client, method, filled(path, b_registry["id"], nowhere), world.b_auth)
+        real = call(client, method, filled(path, b_registry["id"], world.a), b_auth)
+        unknown = call(client, method, filled(path, b_registry["id"], nowhere), b_auth)
         assert real.status_code == 404, (method, path, real.text)
         assert normalized(real, world.a) == normalized(unknown, nowhere), (method, path)
         checked += 1
     assert checked == 4
-    b_listing = client.get(f"{URL}/{b_registry['id']}/repositories", headers=world.b_auth)
+    b_listing = client.get(f"{URL}/{b_registry['id']}/repositories", headers=b_auth)
     assert world.a_project not in b_listing.text
     assert a_state(world) == before
 
 
-def test_v1_own_and_global_routes_show_b_nothing_of_a(world):
+@pytest.mark.parametrize("credential", CREDENTIALS)
+def test_v1_own_and_global_routes_show_b_nothing_of_a(world, credential):
     client = world.client
+    b_auth = b_credentials(world, credential)
     before = a_state(world)
     a_secrets = [
         world.a_project,
@@ -470,15 +494,47 @@ def test_v1_own_and_global_routes_show_b_nothing_of_a(world):
         kind = kind_of(method, path)
         if kind == "scoped":
             continue
-        answer = call(client, method, path, world.b_auth)
+        answer = call(client, method, path, b_auth)
         assert answer.status_code in (200, 201), (method, path, answer.text)
         for secret in a_secrets:
             assert secret not in answer.text, (method, path, secret)
         if kind == "global":
             assert answer.json() == call(client, method, path, world.a_auth).json()
     # What B created is B's: it is in B's list and nowhere in A's.
-    b_list = client.get(URL, headers=world.b_auth).json()["container_registries"]
+    b_list = client.get(URL, headers=b_auth).json()["container_registries"]
     assert "B's registry" in [r["name"] for r in b_list]
-    b_events = client.get("/v1/audit_events", headers=world.b_auth).json()["audit_events"]
+    b_events = client.get("/v1/audit_events", headers=b_auth).json()["audit_events"]
     assert {e["project_id"] for e in b_events} == {world.b_project}
     assert a_state(world) == before
+
+
+def test_v1_a_user_key_naming_a_project_of_which_its_user_is_no_member_learns_nothing(world):
+    """B's user names A's project in X-Nodion-Project: every route answers exactly as for a
+    project that does not exist, or a header that is no project id at all."""
+    client = world.client
+    before = a_state(world)
+    a_registry = world.a_registries[0]["id"]
+    checked = 0
+    for method, path in v1_routes(client):
+        path = path.replace("{registry_id}", a_registry)
+        answers = []
+        for named in (world.a_project, str(uuid.uuid4()), "not-a-project"):
+            headers = {**bearer(world.b_user_key), "X-Nodion-Project": named}
+            answer = call(client, method, path, headers)
+            answers.append(
+                (
+                    answer.status_code,
+                    answer.text,
+                    sorted(set(answer.headers.items()) - _volatile(answer)),
+                )
+            )
+        assert answers[0][0] == 404, (method, path, answers[0])
+        assert answers[1:] == [answers[0]] * 2, (method, path)
+        assert world.a_project not in answers[0][1]
+        checked += 1
+    assert checked >= 9
+    assert a_state(world) == before
+
+
+def _volatile(response: httpx.Response) -> set[tuple[str, str]]:
+    return {(k, v) for k, v in response.headers.items() if k.lower() in VOLATILE}

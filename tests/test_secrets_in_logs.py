@@ -106,6 +106,19 @@ def test_a_full_flow_at_debug_level_leaks_no_secret(debug_server: Server) -> Non
             assert http.get(V1, headers=bearer(wrong)).status_code == 401
         assert http.get(V1, headers=basic("user", api_token)).status_code == 401
 
+        # A user API key: used right, beyond its scope, for another project, and revoked.
+        server.cli("users", "create", "ops@example.com", "--default-project", project_id)
+        made = json.loads(server.cli("users", "keys", "create", "ops@example.com", "--json"))
+        user_key = rec.secret("user api key", made["api_key"])
+        assert http.get(V1, headers=bearer(user_key)).status_code == 200
+        assert http.post(V1, json={"name": "x"}, headers=bearer(user_key)).status_code == 403
+        elsewhere = {**bearer(user_key), "X-Nodion-Project": "6a0e1b8e-0000-4000-8000-000000000000"}
+        assert http.get(V1, headers=elsewhere).status_code == 404
+        server.cli("users", "keys", "revoke", user_key)
+        assert http.get(V1, headers=bearer(user_key)).status_code == 401
+        wrong_key = rec.secret("wrong user key", "dkyu_wrong-key-000000000000000000")
+        assert http.get(V1, headers=bearer(wrong_key)).status_code == 401
+
         # docker login: Basic, with a refresh token (offline_token), then refresh grants.
         name = f"{project_id}/app"
         scope = f"repository:{name}:pull,push"

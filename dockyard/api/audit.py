@@ -9,7 +9,14 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from dockyard.api.deps import ProjectDep, ServicesDep, in_api_thread
-from dockyard.api.schemas import THROTTLED, ErrorBody, PageMeta, format_time, json_response
+from dockyard.api.schemas import (
+    KEY_REFUSALS,
+    THROTTLED,
+    ErrorBody,
+    PageMeta,
+    format_time,
+    json_response,
+)
 from dockyard.domain.audit import EventPage, EventView
 
 router = APIRouter(prefix="/v1/audit_events", tags=["audit log"])
@@ -32,9 +39,10 @@ class AuditEventOut(BaseModel):
     action: str = Field(examples=["registry.created"], description=ACTIONS)
     actor_type: str = Field(
         examples=["api_token"],
-        description="api_token: a /v1 call (actor: the token's id); robot: a login with a "
-        "robot's username (actor: the username); anonymous: a login naming no one we know; "
-        "local: the admin command line",
+        description="api_token: a /v1 call with a project API token (actor: the token's "
+        "id); user_api_key: a /v1 call with a user API key (actor: the key's id); robot: a "
+        "login with a robot's username (actor: the username); anonymous: a login naming no "
+        "one we know; local: the admin command line",
     )
     actor: str | None = Field(examples=["robot$project-a1b2c3d4"])
     registry_id: uuid.UUID | None = Field(description="the registry acted on, if any")
@@ -55,7 +63,8 @@ class AuditEventList(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "page or per_page is out of range"},
-    401: {"model": ErrorBody, "description": "No, a wrong or a revoked API token"},
+    401: {"model": ErrorBody, "description": "No, a wrong, a revoked or an expired API token"},
+    **KEY_REFUSALS,
     **THROTTLED,
 }
 

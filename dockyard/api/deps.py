@@ -10,23 +10,32 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from dockyard.api.body import read_fields
+from dockyard.api.callers import (
+    CHALLENGE,
+    PROJECT_HEADER,
+    Asked,
+    Caller,
+    InvalidTokenError,
+    caller_in,
+)
 from dockyard.api.errors import ApiError
+from dockyard.api.read_cache import answer_holds_until
+from dockyard.api.schemas import PROJECT_HEADER_DOC
 from dockyard.db import Database
-from dockyard.domain.audit import Actor, TokenHolder, act_as, token_holder_in
-from dockyard.domain.projects import project_for_token_in
+from dockyard.domain.audit import act_as
 from dockyard.services import Services
 from dockyard.throttle import Block, request_source
 
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dockyard"'}
 T = TypeVar("T")
 log = logging.getLogger("dockyard.api")
 
@@ -73,7 +82,7 @@ def bearer_token(request: Request) -> str:
         raise ApiError(
             401,
             "Authorization header is missing; send Authorization: Bearer <your API token>",
-            headers=_CHALLENGE,
+            headers=CHALLENGE,
         )
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -81,27 +90,14 @@ def bearer_token(request: Request) -> str:
         raise ApiError(
             401,
             "Authorization must use the Bearer scheme: Authorization: Bearer <your API token>",
-            headers=_CHALLENGE,
+            headers=CHALLENGE,
         )
     return token
 
 
-class InvalidTokenError(ApiError):
-    def __init__(self) -> None:
-        super().__init__(401, "API token is invalid or has been revoked", headers=_CHALLENGE)
-
-
-def authenticate(session: Session, token: str) -> uuid.UUID:
-    """The token's project, read in the caller's transaction; 401 if unknown or revoked."""
-    project_id = project_for_token_in(session, token)
-    if project_id is None:
-        raise InvalidTokenError()
-    return project_id
-
-
-def _holder_alone(db: Database, token: str) -> TokenHolder | None:
+def _caller_alone(db: Database, asked: Asked, now: datetime) -> Caller:
     with db.read() as session:
-        return token_holder_in(session, token)
+        return caller_in(session, asked, now)
 
 
 def _too_many(block: Block) -> ApiError:
@@ -113,53 +109,66 @@ def _too_many(block: Block) -> ApiError:
     )
 
 
-async def _token_and_source(request: Request, services: Services) -> tuple[str, str]:
-    """The bearer token and where it comes from. A source that sent too many bad tokens is
-    refused before its token is even looked at; a missing token counts as a bad one."""
+async def _asked_and_source(request: Request, services: Services) -> tuple[Asked, str]:
+    """What the request asks for and where it comes from. A source that sent too many bad
+    tokens is refused before its token is even looked at; a missing token counts as a bad
+    one."""
     source = request_source(request, services.settings.trusted_proxies)
     block = services.throttle.blocked(source)
     if block is not None:
         raise _too_many(block)
     try:
-        return bearer_token(request), source
+        return Asked.of(request, bearer_token(request)), source
     except ApiError:
         await _count_failure(services, source, None)
         raise
 
 
-async def _count_failure(services: Services, source: str, token: str | None) -> None:
+async def _count_failure(services: Services, source: str, asked: Asked | None) -> None:
     # An API token has no account to count against: anyone may hold it. Per source only.
+    # Expired and revoked user keys count here too, like any token that does not work.
     started = services.throttle.failure(source)
+    token, project = (asked.token, asked.project()[0]) if asked else (None, None)
     try:
         await run_in_threadpool(
-            services.audit.failed_api_token, source, token, blocked=bool(started)
+            services.audit.failed_api_token, source, token, blocked=bool(started), project=project
         )
     except Exception:
         # The caller is refused either way; a lost event must not turn that into a 500.
         log.exception("could not record a failed API token in the audit log")
 
 
-async def current_project(request: Request, services: ServicesDep) -> uuid.UUID:
+async def current_project(
+    request: Request,
+    services: ServicesDep,
+    # Declared so that every route using this documents the header; read from the request
+    # (Asked.of), which also sees a second copy of it.
+    _x_nodion_project: Annotated[
+        str | None, Header(alias=PROJECT_HEADER, description=PROJECT_HEADER_DOC)
+    ] = None,
+) -> uuid.UUID:
     """The caller's project, for handlers that work in transactions of their own; the
-    caller (the token's id and address) is who the audit log names for what they change."""
-    token, source = await _token_and_source(request, services)
-    holder = await in_api_thread(services.db, _holder_alone, services.db, token)
-    if holder is None or not holder.live:
-        await _count_failure(services, source, token)
-        raise InvalidTokenError()
-    act_as(Actor("api_token", str(holder.token_id), source))
-    return holder.project_id
+    caller (the token's or key's id and address) is who the audit log names for what they
+    change."""
+    asked, source = await _asked_and_source(request, services)
+    try:
+        caller = await in_api_thread(services.db, _caller_alone, services.db, asked, services.now())
+    except InvalidTokenError:
+        await _count_failure(services, source, asked)
+        raise
+    act_as(caller.actor(source))
+    return caller.project_id
 
 
 ProjectDep = Annotated[uuid.UUID, Depends(current_project)]
 
 
 def _read_as(
-    db: Database, token: str, read: Callable[[Session, uuid.UUID], T]
-) -> tuple[uuid.UUID, T]:
+    db: Database, asked: Asked, now: datetime, read: Callable[[Session, uuid.UUID], T]
+) -> tuple[Caller, T]:
     with db.read() as session:
-        project_id = authenticate(session, token)
-        return project_id, read(session, project_id)
+        caller = caller_in(session, asked, now)
+        return caller, read(session, caller.project_id)
 
 
 async def read_as_caller(
@@ -168,12 +177,17 @@ async def read_as_caller(
     """The caller's project and `read(session, project)`, authenticated and read in one
     worker-thread call and one read transaction (a dependency would be a call of its own)."""
     services: Services = request.app.state.services
-    token, source = await _token_and_source(request, services)
+    asked, source = await _asked_and_source(request, services)
     try:
-        return await in_api_thread(services.db, _read_as, services.db, token, read)
+        caller, found = await in_api_thread(
+            services.db, _read_as, services.db, asked, services.now(), read
+        )
     except InvalidTokenError:
-        await _count_failure(services, source, token)
+        await _count_failure(services, source, asked)
         raise
+    # A cached copy of this answer must not outlive the key that was shown it.
+    answer_holds_until(request.scope, caller.expires_at)
+    return caller.project_id, found
 
 
 async def body_fields(request: Request) -> dict[str, Any]:

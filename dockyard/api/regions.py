@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from dockyard.api.deps import ProjectDep, ServicesDep
-from dockyard.api.schemas import THROTTLED, ErrorBody, RegionList, RegionOut, json_response
+from dockyard.api.schemas import (
+    KEY_REFUSALS,
+    THROTTLED,
+    ErrorBody,
+    RegionList,
+    RegionOut,
+    json_response,
+)
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 
@@ -14,7 +21,8 @@ router = APIRouter(prefix="/v1/regions", tags=["regions"])
     "",
     response_model=RegionList,
     responses={
-        401: {"model": ErrorBody, "description": "No, a wrong or a revoked API token"},
+        401: {"model": ErrorBody, "description": "No, a wrong, a revoked or an expired API token"},
+        **KEY_REFUSALS,
         **THROTTLED,
     },
 )

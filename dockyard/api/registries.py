@@ -12,6 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.api.body import FORM, JSON
 from dockyard.api.deps import FieldsDep, ProjectDep, ServicesDep, read_as_caller
 from dockyard.api.schemas import (
+    KEY_REFUSALS,
+    PROJECT_PARAMETER,
     THROTTLED,
     ContainerRegistryEnvelope,
     ContainerRegistryList,
@@ -32,8 +34,12 @@ from dockyard.domain.registries import RegistryView
 router = APIRouter(prefix="/v1/container_registries", tags=["container registries"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "No, a wrong or a revoked API token"},
-    404: {"model": ErrorBody, "description": "No such registry in this project"},
+    **KEY_REFUSALS,
+    401: {"model": ErrorBody, "description": "No, a wrong, a revoked or an expired API token"},
+    404: {
+        "model": ErrorBody,
+        "description": "No such registry in this project; or " + KEY_REFUSALS[404]["description"],
+    },
     **THROTTLED,
 }
 _REFUSALS: dict[int | str, dict[str, Any]] = {
@@ -60,7 +66,9 @@ def _body(
     }
 
 
-@router.get("", response_model=ContainerRegistryList, responses=_ERRORS)
+@router.get(
+    "", response_model=ContainerRegistryList, responses=_ERRORS, openapi_extra=PROJECT_PARAMETER
+)
 async def list_registries(request: Request, services: ServicesDep) -> Response:
     """The project's managed registry of every region first, then its external ones."""
     project, views = await read_as_caller(request, services.registries.list_in)
@@ -86,7 +94,12 @@ def create_registry(
     )
 
 
-@router.get("/{registry_id}", response_model=ContainerRegistryEnvelope, responses=_ERRORS)
+@router.get(
+    "/{registry_id}",
+    response_model=ContainerRegistryEnvelope,
+    responses=_ERRORS,
+    openapi_extra=PROJECT_PARAMETER,
+)
 async def get_registry(registry_id: str, request: Request, services: ServicesDep) -> Response:
     def read(session: Session, project: uuid.UUID) -> RegistryView:
         return services.registries.get_in(session, project, registry_id)

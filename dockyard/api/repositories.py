@@ -19,7 +19,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from dockyard.api.deps import ProjectDep, ServicesDep, read_as_caller
-from dockyard.api.schemas import THROTTLED, ErrorBody, PageMeta, format_time, json_response
+from dockyard.api.schemas import (
+    KEY_REFUSALS,
+    PROJECT_PARAMETER,
+    THROTTLED,
+    ErrorBody,
+    PageMeta,
+    format_time,
+    json_response,
+)
 from dockyard.domain.browse import (
     MAX_PAGE,
     MAX_PER_PAGE,
@@ -32,15 +40,17 @@ from dockyard.domain.browse import (
 router = APIRouter(prefix="/v1/container_registries", tags=["repositories"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    **KEY_REFUSALS,
     400: {
         "model": ErrorBody,
         "description": "An external registry (only managed ones can be browsed), an invalid "
         "repository name or tag, or page or per_page out of range",
     },
-    401: {"model": ErrorBody, "description": "No, a wrong or a revoked API token"},
+    401: {"model": ErrorBody, "description": "No, a wrong, a revoked or an expired API token"},
     404: {
         "model": ErrorBody,
-        "description": "No such registry in this project, or no such repository or tag in it",
+        "description": "No such registry in this project, or no such repository or tag in "
+        "it; or " + KEY_REFUSALS[404]["description"],
     },
     **THROTTLED,
 }
@@ -132,6 +142,7 @@ class TagEnvelope(BaseModel):
     "/{registry_id}/repositories",
     response_model=RepositoryList,
     responses=_ERRORS,
+    openapi_extra=PROJECT_PARAMETER,
 )
 async def list_repositories(
     registry_id: str,
@@ -160,6 +171,7 @@ async def list_repositories(
     "/{registry_id}/repositories/{name:path}/tags",
     response_model=TagList,
     responses=_ERRORS,
+    openapi_extra=PROJECT_PARAMETER,
 )
 async def list_tags(
     registry_id: str,
@@ -199,6 +211,7 @@ def delete_tag(
     "/{registry_id}/repositories/{name:path}",
     response_model=RepositoryEnvelope,
     responses=_ERRORS,
+    openapi_extra=PROJECT_PARAMETER,
 )
 async def get_repository(
     registry_id: str, name: Name, request: Request, services: ServicesDep

@@ -166,6 +166,36 @@ THROTTLED: dict[int | str, dict[str, Any]] = {
         "description": "Too many bad API tokens from this address; see Retry-After",
     },
 }
+# And what deps.py refuses a user API key (dockyard/api/callers.py): every route documents
+# these too. A route whose own 404 means something else says both in its description.
+KEY_REFUSALS: dict[int | str, dict[str, Any]] = {
+    403: {
+        "model": ErrorBody,
+        "description": "A user API key without the scope this method needs "
+        "(read: GET; write: every other method)",
+    },
+    404: {
+        "model": ErrorBody,
+        "description": "A user API key's X-Nodion-Project (or, without it, its user's default "
+        "project) names no project the key reaches, whether or not it exists",
+    },
+}
+# The header itself, for the routes that read it without a dependency (openapi_extra).
+PROJECT_HEADER_DOC = (
+    "User API keys only: the id of the project to act for (default: the user's default "
+    "project). Project API tokens ignore it."
+)
+PROJECT_PARAMETER: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "X-Nodion-Project",
+            "in": "header",
+            "required": False,
+            "description": PROJECT_HEADER_DOC,
+            "schema": {"type": "string"},
+        }
+    ]
+}
 
 
 class RegistryCreate(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dockyard.cli import admin, fsck, gc, keys, registries, serve
+from dockyard.cli import admin, fsck, gc, keys, registries, serve, users
 
 app = typer.Typer(
     name="dockyard",
@@ -19,6 +19,7 @@ app.command("fsck")(fsck.fsck)
 app.add_typer(admin.projects_app, name="projects")
 app.add_typer(admin.tokens_app, name="tokens")
 app.add_typer(registries.app, name="registries")
+app.add_typer(users.users_app, name="users")
 
 
 def main() -> None:

@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from dockyard.cli.options import (
-    ConfigOption,
-    DataDirOption,
-    JsonOption,
-    open_database,
-    settings_from,
-)
-from dockyard.db import Database
+from dockyard.cli.options import ConfigOption, DataDirOption, JsonOption
+from dockyard.cli.options import data_dir_database as _database
 from dockyard.domain import projects
-from dockyard.domain.errors import DomainError
 
 projects_app = typer.Typer(help="Create and list projects (works on the data dir directly).")
 tokens_app = typer.Typer(help="Create, list and revoke project API tokens.")
 out = Console()
-err = Console(stderr=True)
-
-
-@contextmanager
-def _database(config: Path | None, data_dir: Path | None) -> Iterator[Database]:
-    """The data dir's database for one command; a refusal is printed, not raised."""
-    db = open_database(settings_from(config, data_dir=data_dir))
-    try:
-        yield db
-    except DomainError as exc:
-        for message in exc.messages:
-            err.print(f"[red]{message}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        db.dispose()
 
 
 @projects_app.command("create")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +13,7 @@ from rich.console import Console
 
 from dockyard.config import Settings, load_settings
 from dockyard.db import Database
+from dockyard.domain.errors import DomainError
 
 DataDirOption = Annotated[
     Path | None,
@@ -53,3 +56,17 @@ def open_database(settings: Settings) -> Database:
     db = Database(settings.resolved_database_url)
     db.migrate()
     return db
+
+
+@contextmanager
+def data_dir_database(config: Path | None, data_dir: Path | None) -> Iterator[Database]:
+    """The data dir's database for one admin command; a refusal is printed, not raised."""
+    db = open_database(settings_from(config, data_dir=data_dir))
+    try:
+        yield db
+    except DomainError as exc:
+        for message in exc.messages:
+            err.print(f"[red]{message}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()

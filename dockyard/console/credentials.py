@@ -23,7 +23,7 @@ async def generate_credentials(registry_id: str, request: Request, me: Caller) -
             console.services.credentials.generate,
             me.project_id,
             registry_id,
-            console.actor(me),
+            actor=console.actor(me),
         )
     except RefusedError as refused:
         raise console.refused(request, refused.messages) from None

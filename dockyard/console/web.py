@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -39,6 +39,7 @@ from dockyard.services import Services
 from dockyard.throttle import request_source
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger("dockyard.console")
 HERE = Path(__file__).parent
 
@@ -123,10 +124,12 @@ class Console:
     def refused(self, request: Request, messages: list[str], status: int = 400) -> PageExitError:
         return PageExitError(self.render(request, "refused.html", status, errors=messages))
 
-    async def call(self, request: Request, func: Callable[..., T], *args: Any) -> T:
+    async def call(
+        self, request: Request, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """A domain call in a worker thread; a missing object becomes the 404 page."""
         try:
-            return await run_in_threadpool(func, *args)
+            return await run_in_threadpool(func, *args, **kwargs)
         except NotFoundError:
             raise self.not_found(request) from None
 

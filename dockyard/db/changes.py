@@ -73,11 +73,23 @@ class SqliteDataVersion:
                 self._connection = None
 
 
-CHANNEL = "dockyard_changes"  # notified by the triggers of migration 0004
+CHANNEL = "dockyard_changes"  # notified by the triggers of migrations 0004 and 0009
 # The management API's tables. The registry's stay out: a commit that sends a NOTIFY takes
 # a lock that serializes all such commits in the database, and a push commits for every
 # chunk and layer. A cache of a read that uses another table needs that table's trigger.
-WATCHED_TABLES = frozenset({"projects", "api_tokens", "container_registries", "robot_accounts"})
+WATCHED_TABLES = frozenset(
+    {
+        "projects",
+        "api_tokens",
+        "container_registries",
+        "robot_accounts",
+        # Who a user API key reaches (migration 0009).
+        "users",
+        "memberships",
+        "user_api_keys",
+        "user_api_key_projects",
+    }
+)
 APPLICATION_NAME = "dockyard-changes"  # the listener, as pg_stat_activity shows it
 _POLL_SECONDS = 0.25  # how soon the listener notices close()
 _FIRST_LISTEN_SECONDS = 2.0

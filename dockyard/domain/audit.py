@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from dockyard.db import Database
 from dockyard.db.models import ApiToken, AuditEvent, RobotAccount, utcnow
-from dockyard.security import hash_api_token
+from dockyard.domain.user_keys import key_access_in
+from dockyard.security import hash_api_token, is_user_api_key
 
 CREDENTIALS_GENERATED = "credentials.generated"
 CREDENTIALS_REVOKED = "credentials.revoked"
@@ -46,9 +47,9 @@ MAX_SUBJECT_CHARS = 400  # a repository's name (255) and a tag (128)
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: `api_token` (name: the token's id), `robot` (name: its username),
-    `anonymous` (a failed login that names no one we know), or `local` (no request: the
-    admin CLI, a script)."""
+    """Who acts: `api_token` (name: the token's id), `user_api_key` (name: the key's id),
+    `robot` (name: its username), `anonymous` (a failed login that names no one we know), or
+    `local` (no request: the admin CLI, a script)."""
 
     kind: str
     name: str | None = None
@@ -159,9 +160,24 @@ class AuditLog:
             actor = Actor("robot", username, source) if known else Actor("anonymous", None, source)
             self._failed(session, project_id, actor, blocked)
 
-    def failed_api_token(self, source: str, token: str | None, *, blocked: bool = False) -> None:
-        """A missing, unknown or revoked API token; a revoked one still names its project."""
+    def failed_api_token(
+        self,
+        source: str,
+        token: str | None,
+        *,
+        blocked: bool = False,
+        project: uuid.UUID | None = None,
+    ) -> None:
+        """A missing, unknown or revoked API token; a revoked one still names its project. A
+        revoked or expired user API key is named in the project the request asked for
+        (`project`; None: the user's default), if its user is a member of that one."""
         with self.db.write() as session:
+            if token and is_user_api_key(token):
+                access = key_access_in(session, token, project)
+                if access is not None:
+                    actor = Actor("user_api_key", str(access.key_id), source)
+                    self._failed(session, access.member_of, actor, blocked)
+                    return
             holder = token_holder_in(session, token) if token else None
             if holder is None:
                 self._failed(session, None, Actor("anonymous", None, source), blocked)
