@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,102 +28,16 @@ from dockyard.domain.registry_fields import (
     parse_create,
     parse_update,
 )
+from dockyard.domain.registry_view import (
+    LISTING,
+    Listed,
+    RegistryView,
+    Shown,
+    parse_registry_id,
+)
 from dockyard.security import Cipher
 
-
-@dataclass(frozen=True)
-class RegistryView:
-    """A registry as the API shows it; secrets only as `has_credentials`."""
-
-    id: uuid.UUID
-    status: str
-    registry_type: str
-    name: str
-    hostname: str
-    has_credentials: bool
-    region_id: uuid.UUID | None
-    created_at: datetime
-    updated_at: datetime
-    # Set when this change asked for a check of the registry: the token the check is
-    # started with (dockyard.verification.Verifier.follow). Not part of the API's shape.
-    check_requested_at: datetime | None = None
-    # A managed registry's robot's expiry, if its credentials were given one: a stored
-    # time, so that a cached list stays right as it passes.
-    credentials_expire_at: datetime | None = None
-
-
-class _Shown(Protocol):
-    """The columns a view is made of: a ContainerRegistry entity, or a row of _LISTING."""
-
-    @property
-    def id(self) -> uuid.UUID: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def registry_type(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def hostname(self) -> str | None: ...
-    @property
-    def region_id(self) -> uuid.UUID | None: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def updated_at(self) -> datetime: ...
-
-
-# The list selects columns, not entities: building 50 ORM instances cost 4x the query, and
-# the ciphertexts are needed only for whether they are there. Built once: composing a
-# select costs about as much as running it.
-_LISTING = (
-    select(
-        ContainerRegistry.id,
-        ContainerRegistry.status,
-        ContainerRegistry.registry_type,
-        ContainerRegistry.name,
-        ContainerRegistry.hostname,
-        ContainerRegistry.region_id,
-        ContainerRegistry.created_at,
-        ContainerRegistry.updated_at,
-        and_(
-            ContainerRegistry.username_enc.is_not(None), ContainerRegistry.password_enc.is_not(None)
-        ).label("has_secrets"),
-        RobotAccount.id.is_not(None).label("has_robot"),
-        RobotAccount.expires_at.label("robot_expires_at"),
-    )
-    .outerjoin(RobotAccount, RobotAccount.registry_id == ContainerRegistry.id)
-    .where(ContainerRegistry.project_id == bindparam("project_id"))
-    .order_by(ContainerRegistry.created_at, ContainerRegistry.id)
-)
-
-
-class _Listed(NamedTuple):
-    """A row of _LISTING. A Row looks its attributes up by name, at 10x the cost of these."""
-
-    id: uuid.UUID
-    status: str
-    registry_type: str
-    name: str
-    hostname: str | None
-    region_id: uuid.UUID | None
-    created_at: datetime
-    updated_at: datetime
-    has_secrets: bool
-    has_robot: bool
-    robot_expires_at: datetime | None
-
-
-def parse_registry_id(registry_ref: str) -> uuid.UUID:
-    """A registry id from a path; anything that is not a UUID names no registry."""
-    try:
-        parsed = uuid.UUID(registry_ref)
-    except ValueError:
-        raise NotFoundError("Container registry not found") from None
-    if str(parsed) != registry_ref.lower():
-        # uuid.UUID also takes bare hex, braces and urn: forms; ids have one spelling.
-        raise NotFoundError("Container registry not found")
-    return parsed
+__all__ = ["RegistryService", "RegistryView", "parse_registry_id"]
 
 
 class RegistryService:
@@ -162,15 +76,15 @@ class RegistryService:
         row, has_robot, expires_at = self._find(session, project_id, registry_ref)
         return self._view(row, has_robot, expires_at)
 
-    def _rows(self, session: Session, project_id: uuid.UUID) -> list[_Listed]:
-        found = session.connection().execute(_LISTING, {"project_id": project_id})
-        return [_Listed._make(row) for row in found]
+    def _rows(self, session: Session, project_id: uuid.UUID) -> list[Listed]:
+        found = session.connection().execute(LISTING, {"project_id": project_id})
+        return [Listed._make(row) for row in found]
 
-    def _lacks_managed(self, rows: Sequence[_Listed]) -> bool:
+    def _lacks_managed(self, rows: Sequence[Listed]) -> bool:
         managed = {row.region_id for row in rows if row.registry_type == MANAGED_TYPE}
         return any(region.region_id not in managed for region in self.settings.effective_regions)
 
-    def _order(self, rows: Sequence[_Listed]) -> list[RegistryView]:
+    def _order(self, rows: Sequence[Listed]) -> list[RegistryView]:
         by_region = {row.region_id: row for row in rows if row.registry_type == MANAGED_TYPE}
         listed = [
             by_region[region.region_id]
@@ -205,7 +119,7 @@ class RegistryService:
             raise NotFoundError("Container registry not found")
         return row, bool(has_robot), expires_at
 
-    def _region(self, row: _Shown) -> Region | None:
+    def _region(self, row: Shown) -> Region | None:
         return None if row.region_id is None else self.settings.region_by_id(row.region_id)
 
     def _view(
@@ -222,7 +136,7 @@ class RegistryService:
 
     def _shown(
         self,
-        row: _Shown,
+        row: Shown,
         *,
         has_robot: bool,
         has_secrets: bool,
