@@ -21,6 +21,7 @@ from dockyard.console.session import COOKIE, SIGN_IN_COOKIE, SessionData, Sessio
 from dockyard.db.models import AuditEvent, ContainerRegistry
 from dockyard.domain.projects import NewProject, create_project, create_token, revoke_token
 from tests.oci_client import OCIClient
+from tests.support import free_port
 
 EVIL_NAME = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 ATTACKER = "203.0.113.66"
@@ -641,3 +642,61 @@ def test_odd_input_gets_a_page_never_a_500(client, services, project):
         other.cookies.set(COOKIE, value)
         assert other.get("/", follow_redirects=False).status_code == 303, value
     assert external_count(services, project.id) == 0
+
+
+# -- checks of external registries --------------------------------------------------------------
+
+SETTLE_WITHIN = 20.0
+
+
+@pytest.fixture
+def checking(make_client):
+    """A console whose app checks external registries (its lifespan runs the Verifier)."""
+    app = make_client(
+        verify_registries=True, verify_connect_timeout_seconds=2, verify_timeout_seconds=3
+    )
+    with app as client:
+        yield client
+
+
+def status_on(page: httpx.Response) -> str:
+    found = re.search(r'class="status status-([a-z_]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+def settled(client: TestClient, registry_id: str) -> str:
+    """The status the registry's page shows once its check is done, within a bound."""
+    deadline = time.monotonic() + SETTLE_WITHIN
+    while True:
+        status = status_on(client.get(f"/registries/{registry_id}"))
+        if status != "verifying":
+            return status
+        assert time.monotonic() < deadline, f"still verifying after {SETTLE_WITHIN} s"
+        time.sleep(0.02)  # a poll's pace, not a wait for something to happen
+
+
+def test_a_registry_added_or_edited_in_the_console_is_checked_at_once(checking, project):
+    csrf = signed_in(checking, project.api_token)
+    added = checking.post(
+        "/registries/new",
+        data={
+            "csrf": csrf,
+            "name": "Mirror",
+            "registry_type": "custom",
+            "hostname": f"127.0.0.1:{free_port()}",  # nothing listens there
+        },
+        follow_redirects=False,
+    )
+    assert added.status_code == 303, added.text
+    registry_id = added.headers["location"].split("/")[2].split("?")[0]
+    # Not left for the sweep of forgotten checks (a minute or more): checked now.
+    assert settled(checking, registry_id) == "unreachable"
+    edited = checking.post(
+        f"/registries/{registry_id}/edit",
+        data={"csrf": csrf, "name": "Mirror", "hostname": f"127.0.0.1:{free_port()}"},
+        follow_redirects=False,
+    )
+    assert edited.status_code == 303, edited.text
+    assert status_on(checking.get(f"/registries/{registry_id}")) in ("verifying", "unreachable")
+    assert settled(checking, registry_id) == "unreachable"

@@ -97,6 +97,7 @@ async def create_registry(request: Request, me: Caller) -> Response:
         )
     except RefusedError as refused:
         return _form_page(request, values=fields, errors=refused.messages, status=400)
+    console.services.verifier.follow(view)  # the check runs in the background, as on /v1
     return RedirectResponse(f"/registries/{view.id}?notice=created", 303)
 
 
@@ -158,7 +159,7 @@ async def update_registry(registry_id: str, request: Request, me: Caller) -> Res
     view = await _external(request, me, registry_id, "updated")
     form = await console.form(request, me.csrf)
     try:
-        await console.call(
+        updated = await console.call(
             request,
             console.services.registries.update,
             me.project_id,
@@ -171,6 +172,7 @@ async def update_registry(registry_id: str, request: Request, me: Caller) -> Res
         return _form_page(
             request, values=values, registry=view, errors=refused.messages, status=400
         )
+    console.services.verifier.follow(updated)  # when the host or credentials changed
     return RedirectResponse(f"/registries/{view.id}?notice=updated", 303)
 
 
