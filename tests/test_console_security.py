@@ -10,6 +10,7 @@ import html
 import re
 import time
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -21,10 +22,12 @@ from dockyard.console.session import COOKIE, SIGN_IN_COOKIE, SessionData, Sessio
 from dockyard.db.models import AuditEvent, ContainerRegistry
 from dockyard.domain.projects import NewProject, create_project, create_token, revoke_token
 from tests.oci_client import OCIClient
+from tests.rotation_support import logs_in
 from tests.support import free_port
 
 EVIL_NAME = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 ATTACKER = "203.0.113.66"
+DAY = 24 * 3600
 
 
 def csrf_of(page: httpx.Response) -> str:
@@ -73,6 +76,17 @@ def external_count(services: Services, project_id: uuid.UUID) -> int:
         return len(list(rows))
 
 
+def actions_of(services: Services, project_id: uuid.UUID) -> list[str]:
+    """The project's audit log, newest first, as the domain wrote it."""
+    with services.db.read() as session:
+        rows = session.scalars(
+            select(AuditEvent.action)
+            .where(AuditEvent.project_id == project_id)
+            .order_by(AuditEvent.created_at.desc())
+        )
+        return list(rows)
+
+
 def set_cookie_headers(response: httpx.Response, name: str) -> list[str]:
     return [h for h in response.headers.get_list("set-cookie") if h.startswith(f"{name}=")]
 
@@ -87,6 +101,7 @@ def set_cookie_headers(response: httpx.Response, name: str) -> list[str]:
         "/registries/new",
         "/registries/0b7f6f0e-6a5e-4a43-9f3e-1c2d3e4f5a6b",
         "/registries/x/edit",
+        "/registries/x/credentials/rotate",
     ],
 )
 def test_pages_send_a_stranger_to_the_sign_in_page(client, path):
@@ -246,6 +261,7 @@ def post_forms(registry: str, managed: str) -> list[tuple[str, dict[str, str]]]:
         (f"/registries/{registry}/edit", {"name": "Renamed", "hostname": "docker.io"}),
         (f"/registries/{registry}/delete", {}),
         (f"/registries/{managed}/credentials", {}),
+        (f"/registries/{managed}/credentials/rotate", {"grace_period": "0"}),
     ]
 
 
@@ -277,6 +293,9 @@ def test_every_form_post_without_the_sessions_csrf_token_is_refused(client, serv
     services.credentials.generate(project.id, managed)
     assert client.post(revoke_path, data={}, follow_redirects=False).status_code == 403
     assert services.registries.get(project.id, managed).has_credentials
+    rotate_path = f"/registries/{managed}/credentials/rotate"
+    assert client.post(rotate_path, data={"grace_period": "0"}).status_code == 403
+    assert "credentials.rotated" not in actions_of(services, project.id)
 
 
 def test_the_sign_in_form_needs_its_own_cookie_against_login_csrf(client, project):
@@ -358,6 +377,7 @@ def test_another_projects_registry_is_the_same_404_page_as_a_missing_one(client,
             got.append(client.get(path))
         got.append(client.get(f"/registries/{registry}/delete"))
         got.append(client.get(f"/registries/{managed}/credentials/revoke"))
+        got.append(client.get(f"/registries/{managed}/credentials/rotate"))
         for path, fields in post_forms(registry, managed)[1:]:
             got.append(client.post(path, data={**fields, "csrf": csrf}))
         got.append(client.post(f"/registries/{managed}/credentials/revoke", data={"csrf": csrf}))
@@ -370,6 +390,7 @@ def test_another_projects_registry_is_the_same_404_page_as_a_missing_one(client,
     # Nothing of theirs changed.
     assert services.registries.get(other.id, str(theirs.id)).name == "Theirs"
     assert services.registries.get(other.id, their_managed).has_credentials
+    assert "credentials.rotated" not in actions_of(services, other.id)
 
 
 # -- forms --------------------------------------------------------------------------------------
@@ -488,6 +509,125 @@ def test_generated_credentials_are_shown_once_with_their_login_line(client, serv
     assert again.status_code == 400
     assert "Credentials already exist" in errors_of(again)[0]
     assert password not in again.text
+
+
+# -- expiry and rotation ------------------------------------------------------------------------
+
+
+def shown_secret(page: httpx.Response) -> tuple[str, str]:
+    """The username and password a page shows once."""
+    username = re.search(r'<code id="username">([^<]+)</code>', page.text)
+    password = re.search(r'<code id="password"[^>]*>([^<]+)</code>', page.text)
+    assert username and password, page.text
+    return html.unescape(username[1]), html.unescape(password[1])
+
+
+def text_of(page: httpx.Response, element_id: str) -> str:
+    found = re.search(rf'id="{element_id}">(.*?)</(?:p|dd)>', page.text, re.S)
+    assert found, page.text
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", found[1])).split())
+
+
+def test_rotating_keeps_the_old_password_for_the_grace_period_chosen(
+    timed, clock, services, project
+):
+    csrf = signed_in(timed, project.api_token)
+    managed = managed_id(services, project)
+    shown = timed.app.state.console.templates.filters["when"]  # how the pages write a time
+
+    form = timed.get(f"/registries/{managed}")
+    assert '<option value="" selected>never</option>' in form.text
+    generated = timed.post(
+        f"/registries/{managed}/credentials", data={"csrf": csrf, "expires_in": str(90 * DAY)}
+    )
+    assert generated.status_code == 200, generated.text
+    username, first = shown_secret(generated)
+    assert text_of(generated, "expires") == shown(clock.moment + timedelta(days=90))
+    page = timed.get(f"/registries/{managed}")
+    assert text_of(page, "credentials-expire-at") == shown(clock.moment + timedelta(days=90))
+    assert "Rotate password" in page.text
+
+    confirm = timed.get(f"/registries/{managed}/credentials/rotate")
+    assert confirm.status_code == 200
+    assert '<option value="86400" selected>for 1 day</option>' in confirm.text  # the default
+    clock.advance(600)
+    rotated = timed.post(
+        f"/registries/{managed}/credentials/rotate", data={"csrf": csrf, "grace_period": "3600"}
+    )
+    assert rotated.status_code == 200, rotated.text
+    same_user, second = shown_secret(rotated)
+    assert same_user == username and second != first
+    login = html.unescape(re.search(r'<code id="login">([^<]+)</code>', rotated.text)[1])
+    assert login == (
+        f"echo '{second}' | docker login localhost:5000 -u '{username}' --password-stdin"
+    )
+    until = shown(clock.moment + timedelta(hours=1))
+    assert text_of(rotated, "old-password") == (
+        f"The old password keeps working until {until}: give CI systems and pull secrets "
+        "the new one before then."
+    )
+    # The new password gets the lifetime again, counted from the rotation.
+    assert text_of(rotated, "expires") == shown(clock.moment + timedelta(days=90))
+
+    assert logs_in(timed, username, first) and logs_in(timed, username, second)
+    clock.advance(3601)
+    assert not logs_in(timed, username, first)
+    assert logs_in(timed, username, second)
+
+    # "Not at all": the password just replaced stops with the answer.
+    again = timed.post(
+        f"/registries/{managed}/credentials/rotate", data={"csrf": csrf, "grace_period": "0"}
+    )
+    _, third = shown_secret(again)
+    assert text_of(again, "old-password") == "The old password has stopped working."
+    assert not logs_in(timed, username, second)
+    assert logs_in(timed, username, third)
+
+    # A hand-made grace period the form does not offer gets the domain's sentence.
+    refused = timed.post(
+        f"/registries/{managed}/credentials/rotate",
+        data={"csrf": csrf, "grace_period": str(30 * DAY)},
+    )
+    assert refused.status_code == 400
+    assert errors_of(refused)[0].startswith("grace_period must be a whole number of seconds")
+    assert logs_in(timed, username, third)
+    for password in (first, second, third):
+        assert password not in timed.get(f"/registries/{managed}").text
+    changes = [a for a in actions_of(services, project.id) if a.startswith("credentials.")]
+    assert changes == [
+        "credentials.rotated",
+        "credentials.rotated",
+        "credentials.generated",
+    ]
+
+
+def test_rotation_and_expiry_refusals_are_pages_that_change_nothing(client, services, project):
+    csrf = signed_in(client, project.api_token)
+    managed = managed_id(services, project)
+    hub = services.registries.create(
+        project.id,
+        {"name": "Hub", "registry_type": "docker_hub", "username": "me", "password": "pw"},
+    )
+    none_yet = client.get(f"/registries/{managed}/credentials/rotate")
+    assert none_yet.status_code == 400
+    assert errors_of(none_yet) == [
+        "This registry has no credentials to rotate; generate them first"
+    ]
+    external = client.get(f"/registries/{hub.id}/credentials/rotate")
+    assert external.status_code == 400
+    assert "changed by editing it" in errors_of(external)[0]
+    posted = client.post(f"/registries/{hub.id}/credentials/rotate", data={"csrf": csrf})
+    assert posted.status_code == 400
+    assert errors_of(posted)[0].startswith("Credentials can only be rotated for")
+
+    short = client.post(
+        f"/registries/{managed}/credentials", data={"csrf": csrf, "expires_in": "5"}
+    )
+    assert short.status_code == 400
+    assert errors_of(short)[0].startswith("expires_in must be a whole number of seconds")
+    assert not services.registries.get(project.id, managed).has_credentials
+    assert "credentials_expire_at" not in client.get(f"/registries/{managed}").text
+    assert actions_of(services, project.id) == ["registry.created"]
 
 
 # -- browsing -----------------------------------------------------------------------------------

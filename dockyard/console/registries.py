@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 
+from dockyard.console.credentials import EXPIRY_CHOICES
 from dockyard.console.web import Caller, PageRoutes, console_of
 from dockyard.domain.errors import RefusedError
 from dockyard.domain.registries import RegistryView
@@ -114,6 +115,8 @@ async def registry_page(registry_id: str, request: Request, me: Caller) -> Respo
         region=_region_name(request, view),
         type_names=TYPE_NAMES,
         notice=notice_of(request),
+        expiry_choices=EXPIRY_CHOICES,
+        now=console.services.now(),
     )
 
 
