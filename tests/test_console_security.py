@@ -21,6 +21,7 @@ from dockyard.app import Services, build_services, create_app
 from dockyard.console.session import COOKIE, SIGN_IN_COOKIE, SessionData, SessionSealer
 from dockyard.db.models import AuditEvent, ContainerRegistry
 from dockyard.domain.projects import NewProject, create_project, create_token, revoke_token
+from tests.external_registries import htpasswd_line, start_distribution
 from tests.oci_client import OCIClient
 from tests.rotation_support import logs_in
 from tests.support import free_port
@@ -262,6 +263,7 @@ def post_forms(registry: str, managed: str) -> list[tuple[str, dict[str, str]]]:
         (f"/registries/{registry}/delete", {}),
         (f"/registries/{managed}/credentials", {}),
         (f"/registries/{managed}/credentials/rotate", {"grace_period": "0"}),
+        (f"/registries/{registry}/verify", {}),
     ]
 
 
@@ -523,7 +525,7 @@ def shown_secret(page: httpx.Response) -> tuple[str, str]:
 
 
 def text_of(page: httpx.Response, element_id: str) -> str:
-    found = re.search(rf'id="{element_id}">(.*?)</(?:p|dd)>', page.text, re.S)
+    found = re.search(rf'id="{element_id}">(.*?)</(?:p|dd|span)>', page.text, re.S)
     assert found, page.text
     return " ".join(html.unescape(re.sub(r"<[^>]+>", "", found[1])).split())
 
@@ -840,3 +842,90 @@ def test_a_registry_added_or_edited_in_the_console_is_checked_at_once(checking, 
     assert edited.status_code == 303, edited.text
     assert status_on(checking.get(f"/registries/{registry_id}")) in ("verifying", "unreachable")
     assert settled(checking, registry_id) == "unreachable"
+
+
+def test_check_again_asks_for_a_new_check_and_the_page_explains_the_result(
+    checking, project, tmp_path
+):
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(htpasswd_line("alice", "pw-alice") + "\n")
+    port = free_port()
+    csrf = signed_in(checking, project.api_token)
+    fields = {"csrf": csrf, "name": "Mirror", "hostname": f"127.0.0.1:{port}"}
+    added = checking.post(
+        "/registries/new",
+        data={**fields, "registry_type": "custom", "username": "alice", "password": "pw-alice"},
+        follow_redirects=False,
+    )
+    registry_id = added.headers["location"].split("/")[2].split("?")[0]
+    path = f"/registries/{registry_id}"
+    assert settled(checking, registry_id) == "unreachable"  # nothing listens there yet
+    page = checking.get(path)
+    assert text_of(page, "status-note") == "Dockyard could not reach the registry"
+    assert "Check the hostname, or check again once the registry is up" in page.text
+    assert f'action="{path}/verify"' in page.text
+    assert "Dockyard could not reach the registry" in checking.get("/").text
+
+    # The registry comes up where it was said to be; checking again finds it.
+    distribution = start_distribution(
+        tmp_path / "distribution", {"htpasswd": {"realm": "r", "path": str(htpasswd)}}, port=port
+    )
+    try:
+        assert checking.post(f"{path}/verify", data={}).status_code == 403
+        assert status_on(checking.get(path)) == "unreachable"
+        asked = checking.post(f"{path}/verify", data={"csrf": csrf}, follow_redirects=False)
+        assert asked.status_code == 303
+        assert asked.headers["location"] == f"{path}?notice=checking"
+        assert status_on(checking.get(asked.headers["location"])) in ("verifying", "available")
+        assert settled(checking, registry_id) == "available"
+        assert 'id="status-note"' not in checking.get(path).text
+
+        # A wrong password stored by editing is checked at once, and said so.
+        edited = checking.post(f"{path}/edit", data={**fields, "password": "not-alices"})
+        assert edited.status_code == 200, edited.text
+        assert settled(checking, registry_id) == "authentication_failed"
+        page = checking.get(path)
+        assert text_of(page, "status-note") == (
+            "The registry refused the stored username and password"
+        )
+        assert "Edit the registry to store the right username and password" in page.text
+    finally:
+        distribution.stop()
+
+
+def test_a_registry_being_checked_says_so_and_reloads_until_the_result(checking, project):
+    signed_in(checking, project.api_token)
+    # Created by the domain alone, nothing follows its check: it stays verifying until the
+    # sweep of forgotten checks (a minute or more), longer than this test.
+    services = checking.app.state.console.services
+    pending = services.registries.create(
+        project.id, {"name": "Slow", "registry_type": "custom", "hostname": "127.0.0.1:9"}
+    )
+    page = checking.get(f"/registries/{pending.id}")
+    assert status_on(page) == "verifying"
+    assert text_of(page, "status-note") == "Checking…"
+    assert '<meta http-equiv="refresh" content="2">' in page.text  # works without script
+    assert "Check again" not in page.text
+    listing = checking.get("/")
+    assert "Checking…" in listing.text and 'http-equiv="refresh"' in listing.text
+
+
+def test_with_checks_off_the_console_says_so_and_offers_no_check(client, services, project):
+    csrf = signed_in(client, project.api_token)
+    hub = services.registries.create(project.id, {"name": "Hub", "registry_type": "docker_hub"})
+    path = f"/registries/{hub.id}"
+    page = client.get(path)
+    assert status_on(page) == "available"  # unchecked, as /v1 says it
+    assert "not checked: this server does not check external registries" in page.text
+    assert "Check again" not in page.text and 'http-equiv="refresh"' not in page.text
+    assert "This server does not check them" in client.get("/").text
+    # A hand-made request gets the domain's sentence and changes nothing.
+    refused = client.post(f"{path}/verify", data={"csrf": csrf})
+    assert refused.status_code == 400
+    assert "DOCKYARD_VERIFY_REGISTRIES=false" in errors_of(refused)[0]
+    assert status_on(client.get(path)) == "available"
+    managed = managed_id(services, project)
+    assert "Check again" not in client.get(f"/registries/{managed}").text
+    always = client.post(f"/registries/{managed}/verify", data={"csrf": csrf})
+    assert always.status_code == 400
+    assert "always available" in errors_of(always)[0]

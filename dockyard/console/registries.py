@@ -1,4 +1,5 @@
-"""Registry pages: the list, one registry, adding, editing and deleting an external one."""
+"""Registry pages: the list, one registry, adding, editing and deleting an external one, and
+checking an external one again."""
 
 from __future__ import annotations
 
@@ -24,6 +25,23 @@ NOTICES = {
     "tag_deleted": "The tag was deleted.",
     "repository_deleted": "The repository was deleted; its storage is freed by the next "
     "garbage collection.",
+    "checking": "A new check of the registry was started; its status shows the result.",
+}
+# What a status means, beside it: the API says no more than the status (no reason).
+STATUS_NOTES = {
+    "verifying": "Checking…",
+    "authentication_failed": "The registry refused the stored username and password",
+    "unreachable": "Dockyard could not reach the registry",
+}
+# On the registry's page: what to do about it.
+STATUS_HINTS = {
+    "verifying": "Dockyard is logging in to the registry as docker login would; this page "
+    "reloads until the result is in.",
+    "authentication_failed": "Edit the registry to store the right username and password "
+    "(or access token); saving checks it again.",
+    "unreachable": "Its name did not resolve, the connection failed or timed out, or it did "
+    "not answer as a registry does. Check the hostname, or check again once the registry "
+    "is up.",
 }
 TYPE_NAMES = {"docker_hub": "Docker Hub", "ghcr": "GitHub (ghcr.io)", "custom": "Custom"}
 
@@ -50,6 +68,8 @@ async def registry_list(request: Request, me: Caller) -> Response:
         external=[v for v in views if v.registry_type != MANAGED_TYPE],
         type_names=TYPE_NAMES,
         notice=notice_of(request),
+        checks=console.services.settings.verify_registries,
+        status_notes=STATUS_NOTES,
     )
 
 
@@ -117,6 +137,9 @@ async def registry_page(registry_id: str, request: Request, me: Caller) -> Respo
         notice=notice_of(request),
         expiry_choices=EXPIRY_CHOICES,
         now=console.services.now(),
+        checks=console.services.settings.verify_registries,
+        status_notes=STATUS_NOTES,
+        status_hints=STATUS_HINTS,
     )
 
 
@@ -201,3 +224,19 @@ async def delete_registry(registry_id: str, request: Request, me: Caller) -> Res
     except RefusedError as refused:
         raise console.refused(request, refused.messages) from None
     return RedirectResponse("/?notice=deleted", 303)
+
+
+@routes.post("/registries/{registry_id}/verify")
+async def check_again(registry_id: str, request: Request, me: Caller) -> Response:
+    """The same as POST /v1/container_registries/:id/verify: the registry marked verifying,
+    its check run in the background; the page shows the result."""
+    console = console_of(request)
+    await console.form(request, me.csrf)
+    try:
+        view = await console.call(
+            request, console.services.registries.request_check, me.project_id, registry_id
+        )
+    except RefusedError as refused:
+        raise console.refused(request, refused.messages) from None
+    console.services.verifier.follow(view)
+    return RedirectResponse(f"/registries/{view.id}?notice=checking", 303)
