@@ -269,6 +269,49 @@ def test_generate_copy_use_and_revoke_credentials(page: Page, site: Site, projec
     assert refused.status_code == 401
 
 
+def test_rotate_the_password_copy_it_and_log_in(page: Page, site: Site, project):
+    sign_in(page, project.api_token)
+    page.get_by_role("link", name="Nodion Registry (Local)").click()
+    page.get_by_label("Expires").select_option(label="after 90 days")
+    page.get_by_role("button", name="Generate credentials").click()
+    username = page.locator("#username").inner_text()
+    old = page.locator("#password").inner_text()
+    expect(page.locator("#expires")).to_be_visible()
+    page.get_by_role("link", name="Done").click()
+    expect(page.locator("#credentials-expire-at")).to_be_visible()
+
+    page.get_by_role("link", name="Rotate password").click()
+    expect(page.get_by_role("heading", name="Rotate the password?")).to_be_visible()
+    grace = page.get_by_label("The old password keeps working")
+    expect(grace).to_have_value("86400")  # a day unless chosen otherwise
+    grace.select_option(label="for 1 hour")
+    page.get_by_role("button", name="Rotate password").click()
+    expect(page.get_by_role("heading", name="New password")).to_be_visible()
+    expect(page.locator("#username")).to_have_text(username)
+    expect(page.locator("#old-password")).to_contain_text("The old password keeps working until")
+    new = page.locator("#password").inner_text()
+    assert new != old
+
+    page.locator("button.copy[data-copy='password']").click()
+    expect(page.locator("button.copy[data-copy='password']")).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == new
+    host = f"localhost:{site.server.port}"
+    assert page.locator("#login").inner_text() == (
+        f"echo '{copied}' | docker login {host} -u '{username}' --password-stdin"
+    )
+    # The copied password logs in, and the old one still does, within its hour.
+    for password in (copied, old):
+        token = httpx.get(
+            f"{site.url}/auth/token",
+            params={"service": host, "scope": f"repository:{project.id}/app:pull"},
+            auth=(username, password),
+        )
+        assert token.status_code == 200, token.text
+    page.get_by_role("link", name="Done").click()
+    expect(page.locator("body")).not_to_contain_text(new)  # shown once only
+
+
 def test_a_post_without_the_csrf_token_is_refused(page: Page, site: Site, project):
     sign_in(page, project.api_token)
     page.goto("/registries/new")
