@@ -6,6 +6,11 @@ Starts a throwaway `dockyard serve` on a temporary data dir, gives its project e
 registries and pushed images, and has Debian's chromium (driven by Playwright, as in
 tests/test_console_browser.py) click through the pages at 1280x800. The secrets that show
 are the throwaway server's, gone with it.
+
+The server checks its external registries for real, so each is one whose result is the same
+on every machine, with or without internet: the throwaway server itself over loopback
+(available, and with a wrong password authentication_failed) and a `.internal` host that
+resolves nowhere (unreachable).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -40,13 +46,14 @@ def layer(seed: int, size: int) -> bytes:
 def prepare(url: str, port: int, token: str, project_id: str) -> None:
     api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     for fields in (
+        {"name": "Staging registry", "registry_type": "custom", "hostname": f"localhost:{port}"},
         {
-            "name": "Docker Hub",
-            "registry_type": "docker_hub",
-            "username": "acme",
-            "password": "dckr_pat_example",
+            "name": "CI cache",
+            "registry_type": "custom",
+            "hostname": f"localhost:{port}",
+            "username": "ci-cache",
+            "password": "an-expired-token",
         },
-        {"name": "GitHub Packages", "registry_type": "ghcr"},
         {
             "name": "Build cache mirror",
             "registry_type": "custom",
@@ -76,10 +83,18 @@ def prepare(url: str, port: int, token: str, project_id: str) -> None:
             oci.push_image(f"{project_id}/{name}", tag, layers=layers)
     # The console generates the credentials shown in its screenshot.
     api.delete(f"/v1/container_registries/{managed}/credentials").raise_for_status()
+    deadline = time.monotonic() + 30
+    while any(
+        r["status"] == "verifying"
+        for r in api.get("/v1/container_registries").json()["container_registries"]
+    ):
+        assert time.monotonic() < deadline, "the registry checks did not finish"
+        time.sleep(0.2)
 
 
 def shoot(page: Page, name: str) -> None:
     path = OUT / f"{name}.png"
+    page.wait_for_load_state()  # a form's answer fully there, not a page in between
     page.screenshot(path=str(path))
     print(path.relative_to(ROOT))
 
@@ -105,24 +120,34 @@ def click_through(page: Page, token: str) -> None:
     page.get_by_label("Hostname").fill("quay.acme.internal")
     page.get_by_label("Username").fill("")
     page.get_by_role("button", name="Add registry").click()
+    # The page reloads itself while the check runs; its result is what the shot shows.
+    expect(page.locator("dd .status")).not_to_have_text("verifying", timeout=20_000)
     shoot(page, "05-external-registry")
     page.get_by_role("link", name="Delete").click()
     shoot(page, "06-delete-registry")
     page.get_by_role("button", name="Delete registry").click()
-    page.get_by_role("link", name="Docker Hub").click()
+    page.get_by_role("link", name="CI cache").click()
     page.get_by_role("link", name="Edit").click()
     shoot(page, "07-edit-registry")
     page.get_by_role("link", name="Registries").first.click()
 
     page.get_by_role("link", name=re.compile(r"Registry \(Local\)")).click()
+    page.get_by_label("Expires").select_option(label="after 90 days")
     shoot(page, "08-managed-registry")
     page.get_by_role("button", name="Generate credentials").click()
     page.locator("button.copy[data-copy='login']").click()
     shoot(page, "09-credentials")
     page.get_by_role("link", name="Done").click()
+    shoot(page, "17-managed-registry-credentials")
     page.get_by_role("link", name="Revoke credentials").click()
     shoot(page, "10-revoke-credentials")
     page.get_by_role("link", name="Cancel").click()
+    page.get_by_role("link", name="Rotate password").click()
+    shoot(page, "16-rotate-credentials")
+    page.get_by_role("button", name="Rotate password").click()
+    page.locator("button.copy[data-copy='password']").click()
+    shoot(page, "15-rotated")
+    page.get_by_role("link", name="Done").click()
 
     page.get_by_role("link", name="Browse repositories").click()
     shoot(page, "11-repositories")
@@ -138,7 +163,12 @@ def click_through(page: Page, token: str) -> None:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        server = start_server(data, f"sqlite:///{data / 'data' / 'dockyard.db'}")
+        server = start_server(
+            data,
+            f"sqlite:///{data / 'data' / 'dockyard.db'}",
+            verify_registries="true",
+            verify_timeout_seconds="5",
+        )
         try:
             db = Database(f"sqlite:///{data / 'data' / 'dockyard.db'}")
             project = create_project(db, "Acme Shop")
