@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_ARGS ?=
+# Test processes: most tests wait on real servers and clients, so two share two cores well.
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint format bench screenshots clean
 
@@ -27,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/mypy dockyard
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
