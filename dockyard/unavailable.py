@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger("dockyard.db")
@@ -28,6 +28,17 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def is_foreign_key_violation(exc: BaseException) -> bool:
+    """Whether `exc` is a row that refers to one deleted meanwhile: on /v2, a repository
+    deleted through /v1 while a push into it was under way. Every other integrity error
+    the code expects (a unique key raced) is caught where it can happen."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) == "23503":  # PostgreSQL: foreign_key_violation
+        return True
+    return "FOREIGN KEY constraint failed" in str(exc.orig)  # SQLite
 
 
 def log_unavailable(method: str, path: str, exc: BaseException) -> None:

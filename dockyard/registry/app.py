@@ -17,7 +17,14 @@ from dockyard.registry.access import authenticate
 from dockyard.registry.context import RegistryContext, get_context
 from dockyard.registry.errors import RegistryError
 from dockyard.storage.base import StorageError
-from dockyard.unavailable import HANDLED, RETRY_AFTER, V2_MESSAGE, is_unavailable, log_unavailable
+from dockyard.unavailable import (
+    HANDLED,
+    RETRY_AFTER,
+    V2_MESSAGE,
+    is_foreign_key_violation,
+    is_unavailable,
+    log_unavailable,
+)
 
 log = logging.getLogger("dockyard.registry")
 API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
@@ -52,6 +59,12 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
+    if is_foreign_key_violation(exc):
+        # The request's transaction rolled back; a retried push creates the repository anew.
+        name = request.path_params.get("name")
+        return RegistryError(
+            "NAME_UNKNOWN", "the repository was deleted during this request", detail={"name": name}
+        ).response()
     if not is_unavailable(exc):  # an integrity or programming error: a bug, a 500
         return await _unexpected(request, exc)
     log_unavailable(request.method, request.url.path, exc)
