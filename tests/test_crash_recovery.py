@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+import anyio
 import httpx
 
 from tests.oci_client import OCI_MANIFEST, OCIClient, encode, image_manifest, sha256
@@ -110,6 +111,12 @@ def upload(
         # on. A server on SQLite lets go of every claim when it starts.
         del locations[digest]
         return upload(oci, repo, blob, locations, claims_survive)
+    if answer.status_code == 404 and digest in locations:
+        # Killed while finishing: the bytes became the blob, the session was left open and
+        # is now BLOB_UPLOAD_UNKNOWN. Clients push the blob afresh then.
+        assert answer.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN", answer.text
+        del locations[digest]
+        return upload(oci, repo, blob, locations, claims_survive)
     assert answer.status_code == 201, answer.text
     locations.pop(digest, None)
 
@@ -197,3 +204,23 @@ def test_pushes_survive_a_server_killed_at_random_points(tmp_path: Path, databas
         raise
     finally:
         server.stop()
+
+
+def test_an_upload_whose_bytes_are_gone_is_unknown_and_a_new_one_works(oci, services, robot):
+    """What a kill between moving an upload's bytes to its blob and closing the session
+    leaves (the random kills above land there rarely): the session, without its data. Its
+    PUT is BLOB_UPLOAD_UNKNOWN, every time, and a fresh upload of the blob works."""
+    repo, blob = f"{robot.project_id}/app", b"finished, then the server stopped"
+    started = oci.start_upload(repo)
+    location = started.headers["location"]
+    assert oci.patch(location, blob, content_range=f"0-{len(blob) - 1}").status_code == 202
+    upload_id = location.rstrip("/").rsplit("/", 1)[1]
+    store = next(iter(services.registry.stores.values()))
+    anyio.run(store.delete, f"uploads/{upload_id}")
+
+    for _ in range(2):  # the session is closed by the first answer, not left to refuse again
+        gone = oci.put_upload(location, sha256(blob))
+        assert gone.status_code == 404, gone.text
+        assert gone.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+    assert oci.push_blob(repo, blob).status_code == 201
+    assert oci.get_blob(repo, sha256(blob)).content == blob

@@ -22,7 +22,7 @@ from dockyard.registry.access import PULL, PUSH
 from dockyard.registry.errors import RegistryError
 from dockyard.registry.grammar import parse_digest, parse_name
 from dockyard.registry.request import RepoRequest, content_length, repo_request
-from dockyard.storage import InvalidOffsetError
+from dockyard.storage import InvalidOffsetError, PathNotFoundError
 from dockyard.storage.paths import blob_key, upload_key, upload_prefix
 
 # A writer that dies keeps others out of its upload this long at most; a living one renews.
@@ -141,6 +141,27 @@ async def _finish(req: RepoRequest, repo: RepoRef, upload: UploadState, digest: 
 
 
 async def _commit(req: RepoRequest, repo: RepoRef, upload: UploadState, digest: str) -> Response:
+    try:
+        return await _store_blob(req, repo, upload, digest)
+    except PathNotFoundError as missing:
+        if not missing.key.endswith(upload_key(upload.id)):  # S3 names its full key
+            raise
+        # A server stopped while finishing this upload, after its bytes had moved to the
+        # blob and before the session was closed: nothing is left to check or move, so the
+        # session is over and the client pushes the blob afresh, as after any
+        # BLOB_UPLOAD_UNKNOWN. A 503 instead would refuse every retry.
+        await _cancel(req, upload)
+        raise RegistryError(
+            "BLOB_UPLOAD_UNKNOWN",
+            "this upload's data is gone (the server stopped while finishing it); "
+            "start a new upload",
+            detail={"upload": str(upload.id)},
+        ) from None
+
+
+async def _store_blob(
+    req: RepoRequest, repo: RepoRef, upload: UploadState, digest: str
+) -> Response:
     context, store = req.context, req.context.store(req.region)
     await store.seal(upload_key(upload.id))
     actual = await _stored_digest(req, upload, digest.partition(":")[0])
