@@ -277,6 +277,35 @@ def test_update_hostname(client, auth):
     assert response.json()["container_registry"]["hostname"] == "[2001:db8::1]:5000"
 
 
+def test_stored_credentials_never_follow_a_new_hostname(client, auth):
+    """Else a caller who may PATCH but never sees the password could point the hostname at
+    a server of theirs and have the registry check hand it over."""
+    registry = create(
+        client,
+        auth,
+        name="C",
+        registry_type="custom",
+        hostname="a.example.com",
+        username="u",
+        password="p",
+    )
+    errors = refused(patch(client, auth, registry["id"], hostname="evil.example.com"))
+    assert any("sent again" in e for e in errors)
+    shown = client.get(f"{URL}/{registry['id']}", headers=auth).json()["container_registry"]
+    assert shown == registry  # nothing changed
+
+    moved = patch(
+        client, auth, registry["id"], hostname="b.example.com", username="u", password="p"
+    )
+    assert moved.status_code == 200, moved.text
+    cleared = patch(
+        client, auth, registry["id"], hostname="c.example.com", username=None, password=None
+    )
+    assert cleared.json()["container_registry"]["has_credentials"] is False
+    renamed = patch(client, auth, registry["id"], hostname="c.example.com", name="same host")
+    assert renamed.status_code == 200  # the same hostname again is no change
+
+
 @pytest.mark.parametrize("empty", [None, ""])
 def test_update_clears_and_sets_credentials(client, auth, empty):
     registry = create(client, auth, name="H", registry_type="ghcr", username="u", password="p")

@@ -59,6 +59,9 @@ def _secret_page(
 async def generate_credentials(registry_id: str, request: Request, me: Caller) -> Response:
     console = console_of(request)
     form = await console.form(request, me.csrf)
+    # Read before the write: once the password is stored, nothing may stand between it and
+    # the one page that shows it (the crumbs need only the registry's id and name).
+    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
     try:
         created = await console.call(
             request,
@@ -70,7 +73,6 @@ async def generate_credentials(registry_id: str, request: Request, me: Caller) -
         )
     except RefusedError as refused:
         raise console.refused(request, refused.messages) from None
-    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
     return _secret_page(request, me, "credentials.html", view, created)
 
 
@@ -106,6 +108,7 @@ async def rotate(registry_id: str, request: Request, me: Caller) -> Response:
     # Only the grace period: the new password keeps the credentials' lifetime, and the
     # form's other fields (its CSRF token) are no rotation terms.
     fields = {"grace_period": form["grace_period"]} if "grace_period" in form else {}
+    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
     try:
         rotated = await console.call(
             request,
@@ -117,7 +120,6 @@ async def rotate(registry_id: str, request: Request, me: Caller) -> Response:
         )
     except RefusedError as refused:
         raise console.refused(request, refused.messages) from None
-    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
     until = rotated.previous_valid_until
     stopped = until is None or until <= console.services.now()
     return _secret_page(request, me, "rotated.html", view, rotated, old_stopped=stopped)

@@ -253,6 +253,14 @@ def parse_update(fields: Mapping[str, Any], current: StoredFields) -> ExternalUp
         current.has_password if password is KEEP else password is not None,
         errors,
     )
+    kept = username is KEEP and password is KEEP and (current.has_username or current.has_password)
+    if hostname != current.hostname and kept:
+        # Stored credentials go only to the host they were given for (as docker keys them by
+        # host): else a new hostname would have the check send them to whoever runs it.
+        errors.append(
+            "Username and password must be sent again (or set to null) when the hostname "
+            "changes: stored credentials are only sent to the host they were given for"
+        )
     if errors:
         raise RefusedError(*errors)
     return ExternalUpdate(name, hostname, username, password)
