@@ -73,6 +73,11 @@ def test_a_huge_challenge_is_read_only_so_far():
         "fe80::1",
         "fd00:ec2::254",
         "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",  # NAT64: with DNS64 this is 169.254.169.254
+        "64:ff9b:1::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",  # 6to4
+        "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo, client 169.254.169.254 (obfuscated)
+        "::a9fe:a9fe",  # IPv4-compatible
         "100.100.100.200",
         "0.0.0.0",
         "224.0.0.1",
@@ -88,7 +93,17 @@ def test_link_local_metadata_and_reserved_addresses_are_always_refused(address):
 
 
 @pytest.mark.parametrize(
-    "address", ["127.0.0.1", "::1", "10.1.2.3", "192.168.1.10", "172.16.0.1", "fd12::1"]
+    "address",
+    [
+        "127.0.0.1",
+        "::1",
+        "10.1.2.3",
+        "192.168.1.10",
+        "172.16.0.1",
+        "fd12::1",
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "2002:c0a8:10a::1",  # 6to4 of 192.168.1.10
+    ],
 )
 def test_private_addresses_are_allowed_unless_refused_by_the_setting(address):
     ip = ipaddress.ip_address(address)

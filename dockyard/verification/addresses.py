@@ -33,10 +33,27 @@ ALWAYS_REFUSED: tuple[IPNetwork, ...] = tuple(
 )
 
 
+# NAT64 prefixes (RFC 6052, RFC 8215): on a network with DNS64, 64:ff9b::a9fe:a9fe is
+# 169.254.169.254, though Python calls it global.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_COMPATIBLE = ipaddress.ip_network("::/96")  # the deprecated ::a.b.c.d form
+
+
 def _plain(address: IPAddress) -> IPAddress:
-    """The IPv4 address inside an IPv4-mapped IPv6 one (::ffff:169.254.169.254)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+    """The IPv4 address an IPv6 one carries to (::ffff:169.254.169.254, 6to4, Teredo,
+    NAT64, ::a.b.c.d), which is what the checks must judge."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in net for net in _NAT64) or (
+        address in _COMPATIBLE and int(address) > 1  # not :: and ::1
+    ):
+        return ipaddress.IPv4Address(address.packed[-4:])
     return address
 
 
