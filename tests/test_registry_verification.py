@@ -410,3 +410,24 @@ def test_a_check_cut_off_by_a_crash_is_done_again_after_a_restart(tmp_path, data
     finally:
         server.stop()
         silent.stop()
+
+
+def test_a_server_with_checks_off_ends_every_check_left_running(
+    client, services, make_client, auth
+):
+    """A registry left `verifying` moments ago (a replica with checks on, stopped mid-check)
+    is never finished by a server with checks off, which sweeps nothing: it ends them all
+    when it starts, so none stays `verifying`."""
+    hub = client.post(
+        URL, json={"name": "Hub", "registry_type": "docker_hub"}, headers=auth
+    ).json()["container_registry"]
+    with services.db.write() as session:
+        session.execute(
+            update(ContainerRegistry)
+            .where(ContainerRegistry.id == uuid.UUID(hub["id"]))
+            .values(status="verifying", verification_started_at=datetime.now(UTC))
+        )
+    assert listed(client, auth, hub["id"])["status"] == "verifying"
+
+    with make_client() as restarted:  # checks are off in the tests' settings
+        assert listed(restarted, auth, hub["id"])["status"] == "available"
