@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -20,11 +21,37 @@ from dockyard.registry.tokens import generate_key_pem
 from dockyard.security import generate_key_text
 from tests.oci_client import OCIClient
 
+# The tests' servers listen below Linux's ephemeral range (32768-60999), where the system
+# hands out no port by itself, each pytest-xdist worker in a slice of its own. A port from
+# bind(0) could be handed to another worker's server while this one's server is down
+# between a kill and its restart on that port (the crash test), and the restarted server's
+# clients would then talk to a stranger.
+_FIRST_PORT, _END_PORT = 20000, 32000
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    size = (_END_PORT - _FIRST_PORT) // max(workers, index + 1)
+    start = _FIRST_PORT + index * size
+    return range(start, start + size)
+
+
+_candidates = itertools.cycle(_port_slice())
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port no other test of this run has been given, free right now."""
+    for _ in range(len(_port_slice())):
+        port = next(_candidates)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left in this test worker's slice")
 
 
 @dataclass
