@@ -136,10 +136,11 @@ def test_a_metrics_token_guards_the_scrape(make_client) -> None:
 
 
 @pytest.fixture
-def real_server(tmp_path: Path):
+def real_server(tmp_path: Path, request: pytest.FixtureRequest):
     srv = start_server(tmp_path, f"sqlite:///{tmp_path / 'data' / 'dockyard.db'}")
     yield srv
     srv.stop()
+    print(srv.log()[-5000:])  # shown by pytest only when the test failed
 
 
 def test_a_real_server_answers_its_probes_and_counts_what_it_sends(real_server) -> None:
