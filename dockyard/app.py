@@ -69,16 +69,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         collecting = None
         if settings.gc_interval_seconds > 0:
             collecting = asyncio.create_task(collect_periodically(services))
-        try:
-            await services.verifier.start()
-            yield
-        finally:
-            await services.verifier.stop()
-            if collecting is not None:
-                collecting.cancel()
-                # Wait until it has stopped: it must not use the database closed next.
-                await asyncio.gather(collecting, return_exceptions=True)
-            services.close()
+        await services.verifier.start()
+        yield
+        await services.verifier.stop()
+        if collecting is not None:
+            collecting.cancel()
+            # Wait until it has stopped: it must not use the database closed next.
+            await asyncio.gather(collecting, return_exceptions=True)
+        services.close()
 
     app = FastAPI(
         title="Dockyard",
