@@ -286,6 +286,7 @@ class SilentServer:
         self.sock.listen(16)
         self.port = int(self.sock.getsockname()[1])
         self.accepted: list[socket.socket] = []
+        self.hung_up = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -296,8 +297,15 @@ class SilentServer:
             except OSError:
                 return
             self.accepted.append(conn)
+            if self.hung_up:
+                conn.close()
+
+    def hang_up(self) -> None:
+        """Closes the connections made so far, and every one made from now on."""
+        self.hung_up = True
+        for conn in self.accepted:
+            conn.close()
 
     def stop(self) -> None:
         self.sock.close()
-        for conn in self.accepted:
-            conn.close()
+        self.hang_up()

@@ -26,6 +26,7 @@ from dockyard.domain.projects import create_project
 
 QUIET_SECONDS = 0.2
 DEADLINE_SECONDS = 10.0
+POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
 
 @pytest.fixture
@@ -140,8 +141,7 @@ def test_a_private_database_has_no_feed(tmp_path) -> None:
 
 @pytest.fixture
 def pg(db: Database) -> Database:
-    if db.is_sqlite:
-        pytest.skip("PostgreSQL's change feed")
+    assert not db.is_sqlite, "mark the test POSTGRES_ONLY"
     return db
 
 
@@ -159,12 +159,14 @@ def listeners(db: Database) -> list[int]:
         )
 
 
+@POSTGRES_ONLY
 def test_postgres_gets_a_feed_that_listens(pg: Database, feed: ChangeFeed) -> None:
     assert isinstance(feed, PostgresNotify)
     assert feed.version() is not None  # the constructor waited for LISTEN
     assert len(listeners(pg)) == 1
 
 
+@POSTGRES_ONLY
 def test_the_watched_tables_notify_and_no_others(pg: Database) -> None:
     with pg.engine.connect() as conn:
         notifying = set(
@@ -179,6 +181,7 @@ def test_the_watched_tables_notify_and_no_others(pg: Database) -> None:
     assert set(Base.metadata.tables) >= WATCHED_TABLES
 
 
+@POSTGRES_ONLY
 def test_the_feed_recovers_from_a_lost_connection(pg: Database, feed: ChangeFeed) -> None:
     before = settled(feed)
     [pid] = listeners(pg)
@@ -196,14 +199,13 @@ def test_the_feed_recovers_from_a_lost_connection(pg: Database, feed: ChangeFeed
     moved_from(feed, recovered)
 
 
+@POSTGRES_ONLY
 def test_close_is_prompt_and_ends_the_listener(pg: Database) -> None:
     existing = set(threading.enumerate())
     feed = change_feed_for(pg)
     started = set(threading.enumerate()) - existing
     assert started, "the feed listens on a thread of its own"
-    began = time.monotonic()
-    feed.close()
-    assert time.monotonic() - began < 1.0
+    feed.close()  # it waits for the listener a second at most: the listener must be done
     assert not any(thread.is_alive() for thread in started)
     assert feed.version() is None
     eventually(lambda: listeners(pg) == [], "the listener's connection closed")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from datetime import timedelta
 
 import httpx
@@ -265,10 +264,9 @@ def real_server(request, tmp_path):
 def test_huge_headers_get_a_4xx_at_once_not_a_hang_or_500(real_server):
     # 60 KB passes (a 401: no token); 100 KB is the app's 431, 1 MB granian's own.
     for size, expected in [(60_000, b"401"), (100_000, b"431"), (1_000_000, b"431")]:
-        started = time.monotonic()
+        # A hang would end in the socket's timeout, with no answer to read.
         answer = raw_request(real_server.port, size)
         assert answer.startswith(b"HTTP/1.1 " + expected), (size, answer[:200])
-        assert time.monotonic() - started < 5
     many = {f"X-H{i}": "a" * 100 for i in range(5000)}  # granian refuses these itself
     assert httpx.get(f"{real_server.url}/v1/regions", headers=many, timeout=10).status_code == 431
     big = {"X-Big": "a" * 100_000}
