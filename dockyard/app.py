@@ -26,6 +26,7 @@ from dockyard.registry.app import create_registry_app, matching_any_character
 from dockyard.registry.token_endpoint import token_endpoint
 from dockyard.request_id import RequestIds
 from dockyard.services import Services, build_services
+from dockyard.unread_body import CloseWhenBodyUnread
 
 __all__ = ["Services", "build_services", "create_app"]
 log = logging.getLogger("dockyard.gc")
@@ -117,5 +118,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return labels[0]
 
     app.add_middleware(RecordRequests, metrics=services.metrics, labels=route_labels)
+    app.add_middleware(CloseWhenBodyUnread)
     app.add_middleware(RequestIds)  # outermost: every answer and log line gets its id
     return app

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
+import os
 import socket
 from datetime import timedelta
 
@@ -277,3 +280,56 @@ def test_huge_headers_get_a_4xx_at_once_not_a_hang_or_500(real_server):
     assert refused.status_code == 431
     assert refused.json()["errors"][0]["code"] == "SIZE_INVALID"
     assert httpx.get(f"{real_server.url}/healthz", timeout=5).status_code == 200
+
+
+FORM = "application/x-www-form-urlencoded"
+NAME = "00000000-0000-4000-8000-000000000001/app"  # a repository of a project nobody has
+
+
+def answer_head(sock: socket.socket) -> bytes:
+    """The status line and headers of the answer on `sock`, lower-cased."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head.split(b"\r\n\r\n")[0].lower()
+
+
+def test_an_answer_before_the_body_is_read_says_the_connection_closes(real_server):
+    # A blob pushed without a token is refused before its bytes are read; the rest of them
+    # are still on the connection, which the server cannot take another request from.
+    with socket.create_connection(("127.0.0.1", real_server.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST /v2/{NAME}/blobs/uploads/?digest=sha256:{'0' * 64} HTTP/1.1\r\n".encode()
+            + b"Host: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n"
+            + b"x" * 10_000
+        )
+        head = answer_head(sock)
+    assert head.startswith(b"http/1.1 401"), head
+    assert b"\r\nconnection: close" in head, head
+    # A body read to its end leaves the connection open for the next request.
+    conn = http.client.HTTPConnection("127.0.0.1", real_server.port, timeout=10)
+    try:
+        form = "grant_type=password&username=nobody&password=wrong"
+        for _ in range(2):
+            conn.request("POST", "/auth/token", body=form, headers={"Content-Type": FORM})
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 401
+            assert not answer.will_close, answer.headers
+    finally:
+        conn.close()
+
+
+def test_a_client_that_pushes_before_its_login_goes_on_without_a_dead_connection(real_server):
+    # As the OCI client of these tests pushes: a monolithic POST, its 401 challenge, then the
+    # token request on what the client takes for a connection to keep.
+    blob = os.urandom(300_000)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with httpx.Client(base_url=real_server.url, timeout=30) as client:
+        for _ in range(20):
+            refused = client.post(f"/v2/{NAME}/blobs/uploads/?digest={digest}", content=blob)
+            assert refused.status_code == 401
+            assert client.get("/v2/").status_code == 401
