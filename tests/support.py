@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,12 @@ from tests.oci_client import OCIClient
 # hands out no port by itself, each pytest-xdist worker in a slice of its own. A port from
 # bind(0) could be handed to another worker's server while this one's server is down
 # between a kill and its restart on that port (the crash test), and the restarted server's
-# clients would then talk to a stranger.
+# clients would then talk to a stranger. Another pytest run on the same machine (a test run
+# by hand beside the whole suite) has slices of the same numbers: a lock file per port,
+# held until this process ends, keeps the runs apart.
 _FIRST_PORT, _END_PORT = 20000, 32000
+_LOCKS = Path(tempfile.gettempdir()) / "dockyard-test-ports"
+_held: list[int] = []  # the lock files' descriptors, open for the life of this process
 
 
 def _port_slice() -> range:
@@ -41,10 +47,25 @@ def _port_slice() -> range:
 _candidates = itertools.cycle(_port_slice())
 
 
+def _claim(port: int) -> bool:
+    _LOCKS.mkdir(exist_ok=True)
+    fd = os.open(_LOCKS / str(port), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held.append(fd)
+    return True
+
+
 def free_port() -> int:
-    """A port no other test of this run has been given, free right now."""
+    """A port no other test of this run, nor of any other pytest run here, has been given,
+    free right now."""
     for _ in range(len(_port_slice())):
         port = next(_candidates)
+        if not _claim(port):
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
