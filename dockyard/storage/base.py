@@ -6,7 +6,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
+
+# The bytes an append writes, as they arrive.
+Chunks: TypeAlias = AsyncIterable[bytes]
+# Sees every byte an append writes, off the event loop (a digest being computed), if given.
+Observer: TypeAlias = Callable[[bytes], None] | None
 
 
 class StorageError(Exception):
@@ -50,13 +55,7 @@ class BlobStore(Protocol):
     async def redirect_url(self, key: str) -> str | None:
         """A URL the client may fetch the object from itself, when the store offers one."""
 
-    async def append(
-        self,
-        key: str,
-        offset: int,
-        chunks: AsyncIterable[bytes],
-        observe: Callable[[bytes], None] | None = None,
-    ) -> int:
+    async def append(self, key: str, offset: int, chunks: Chunks, observe: Observer = None) -> int:
         """Append to the object at `offset` (bytes past it, from a broken earlier attempt,
         are dropped); `observe` sees every byte written, off the event loop. Returns the
         new size. InvalidOffsetError when the object is shorter than `offset`. What is

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +14,9 @@ import anyio
 from anyio import to_thread
 
 from dockyard.storage.base import (
+    Chunks,
     InvalidOffsetError,
+    Observer,
     PathNotFoundError,
     StorageError,
     StoredObject,
@@ -87,13 +89,7 @@ class FilesystemBlobStore:
         finally:
             await to_thread.run_sync(handle.close)
 
-    async def append(
-        self,
-        key: str,
-        offset: int,
-        chunks: AsyncIterable[bytes],
-        observe: Callable[[bytes], None] | None = None,
-    ) -> int:
+    async def append(self, key: str, offset: int, chunks: Chunks, observe: Observer = None) -> int:
         path = self._path(key)
 
         def open_at() -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dockyard.storage.base import (
+    Chunks,
     InvalidOffsetError,
+    Observer,
     PathNotFoundError,
     StorageError,
     StoredObject,
@@ -206,13 +208,7 @@ class S3BlobStore:
         )
         return await self._read_body(response["Body"])
 
-    async def append(
-        self,
-        key: str,
-        offset: int,
-        chunks: AsyncIterable[bytes],
-        observe: Callable[[bytes], None] | None = None,
-    ) -> int:
+    async def append(self, key: str, offset: int, chunks: Chunks, observe: Observer = None) -> int:
         state = await self._load(key)
         base = self._checkpoint_at(key, state, offset)
         if state.upload_id is None:
