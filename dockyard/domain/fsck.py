@@ -10,19 +10,16 @@ touched, because a push may still be writing it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from anyio import to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from sqlalchemy import ColumnElement, and_, delete, exists, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, exists, select
 
 from dockyard.db import Database
 from dockyard.db.models import (
@@ -35,37 +32,18 @@ from dockyard.db.models import (
     Upload,
     utcnow,
 )
+from dockyard.domain.fsck_repairs import Repairs, blobless, manifestless
+from dockyard.domain.fsck_report import FsckProgress, FsckReport, Problem
 from dockyard.domain.gc import GarbageCollector
 from dockyard.domain.manifest_format import parse_manifest, sha256_digest
 from dockyard.registry.errors import RegistryError
 from dockyard.storage.base import BlobStore, PathNotFoundError, StoredObject
 from dockyard.storage.paths import blob_key, upload_prefix
 
+__all__ = ["Fsck", "FsckProgress", "FsckReport", "Problem"]
+
 T = TypeVar("T")
 HASHES = ("sha256", "sha512")
-
-
-@dataclass
-class Problem:
-    kind: str  # corrupt_blob, wrong_size, missing_object, orphan_object, stale_upload, ...
-    region: str
-    subject: str  # a digest, a storage key, <repository>@<digest> or <repository>:<tag>
-    detail: str
-    repair: str = ""  # what --repair did about it; empty when nothing was done
-
-
-@dataclass
-class FsckReport:
-    repair: bool
-    blobs: int = 0
-    bytes: int = 0
-    problems: list[Problem] = field(default_factory=list)
-
-
-class FsckProgress(Protocol):
-    def begin(self, blobs: int, size: int) -> None: ...
-
-    def advance(self, blobs: int, size: int) -> None: ...
 
 
 class _Quiet:
@@ -103,6 +81,7 @@ class Fsck:
     """One check of the database against storage and itself; run() once."""
 
     portal: BlockingPortal
+    repairs: Repairs
 
     def __init__(
         self,
@@ -131,6 +110,7 @@ class Fsck:
             collector.acquire()  # its lock, so that repairs and collections never race
         try:
             with start_blocking_portal() as self.portal:
+                self.repairs = Repairs(self.db, self.stores, self.old, self.portal)
                 self.storage()
                 self.dangling_links()
                 self.references()
@@ -182,7 +162,7 @@ class Fsck:
                 return
             found = self.problem("missing_object", region, digest, "a blob row without its object")
             if self.repair:
-                found.repair = self.drop_blob(region, digest)
+                found.repair = self.repairs.drop_blob(region, digest)
             return
         algorithm = digest.partition(":")[0]
         if algorithm not in HASHES:
@@ -197,36 +177,12 @@ class Fsck:
         if actual != digest:
             found = self.problem("corrupt_blob", region, digest, f"its bytes hash to {actual}")
             if self.repair:
-                found.repair = self.drop_blob(region, digest)
+                found.repair = self.repairs.drop_blob(region, digest)
         elif length != size:
             detail = f"{length:,} bytes stored, the row says {size:,}"
             found = self.problem("wrong_size", region, digest, detail)
             if self.repair:
-                with self.db.write() as session:
-                    row = session.get(Blob, (region, digest), with_for_update=True)
-                    if row is not None:
-                        row.size = length
-                found.repair = f"set the row's size to {length:,}"
-
-    def drop_blob(self, region: uuid.UUID, digest: str) -> str:
-        """Delete a blob's object, row and links, so that the next push stores it anew."""
-        with self.db.write() as session:
-            # Locked as the collector locks it: a push reserving this blob waits for us.
-            row = session.get(Blob, (region, digest), with_for_update=True)
-            if row is None:
-                return "nothing: it is gone already"
-            if row.created_at > self.old:
-                return "nothing: a push is storing it again right now"
-            self.io(self.stores[region].delete, blob_key(digest))
-            repositories = select(Repository.id).where(Repository.region_id == region)
-            links = session.execute(
-                delete(RepositoryBlob).where(
-                    RepositoryBlob.digest == digest, RepositoryBlob.repository_id.in_(repositories)
-                )
-            )
-            session.delete(row)
-        count = getattr(links, "rowcount", 0)
-        return f"deleted the object, the row and {count} link(s): push it again"
+                found.repair = self.repairs.resize_blob(region, digest, length)
 
     def orphan(self, region: uuid.UUID, store: BlobStore, stored: StoredObject) -> None:
         digest = _digest_of(stored.key)
@@ -237,22 +193,8 @@ class Fsck:
                 if session.get(Blob, (region, digest)) is not None:
                     return  # reserved since the scan
         found = self.problem("orphan_object", region, stored.key, "an object no blob row knows")
-        if not self.repair:
-            return
-        try:
-            with self.db.write_connection() as connection:
-                if digest is not None:
-                    # A placeholder row while the object goes: a push reserving this blob
-                    # meanwhile waits for it, then finds no object and moves its own in.
-                    values = {"region_id": region, "digest": digest, "size": 0}
-                    connection.execute(insert(Blob).values(**values, created_at=utcnow()))
-                self.io(store.delete, stored.key)
-                if digest is not None:
-                    placeholder = and_(Blob.region_id == region, Blob.digest == digest)
-                    connection.execute(delete(Blob).where(placeholder))
-            found.repair = "deleted"
-        except IntegrityError:
-            found.repair = "nothing: a push reserved it meanwhile"
+        if self.repair:
+            found.repair = self.repairs.delete_orphan(region, stored.key, digest)
 
     def stale_uploads(
         self, region: uuid.UUID, store: BlobStore, scanned: Sequence[StoredObject], known: Any
@@ -273,15 +215,11 @@ class Fsck:
                         continue
             found = self.problem("stale_upload", region, prefix, "upload data without an upload")
             if self.repair:
-                self.io(store.delete, prefix)
-                found.repair = "deleted"
+                found.repair = self.repairs.delete_upload_data(region, prefix)
 
     # -- the database against itself ---------------------------------------------------------
 
     def dangling_links(self) -> None:
-        def blobless(region: Any, digest: Any) -> Any:
-            return ~exists().where(Blob.region_id == region, Blob.digest == digest)
-
         query = select(
             Repository.region_id,
             Repository.name,
@@ -296,12 +234,7 @@ class Fsck:
             subject, detail = f"{name}@{digest}", "a link to a blob the region lacks"
             found = self.problem("dangling_link", region, subject, detail)
             if self.repair:
-                with self.db.write() as session:
-                    mine = and_(
-                        RepositoryBlob.repository_id == repository, RepositoryBlob.digest == digest
-                    )
-                    session.execute(delete(RepositoryBlob).where(mine, blobless(region, digest)))
-                found.repair = "deleted the link"
+                found.repair = self.repairs.delete_link(region, repository, digest)
 
     def references(self) -> None:
         """Every manifest: its digest, and that what it names is recorded and held."""
@@ -356,18 +289,8 @@ class Fsck:
         # Unrecorded, they are not protected from the collector.
         detail = f"names {len(missing)} digest(s) not recorded as its references"
         found = self.problem("unrecorded_reference", region, subject, detail)
-        if not self.repair:
-            return
-        with contextlib.suppress(IntegrityError), self.db.write() as session:
-            found.repair = "nothing: the manifest is gone"
-            if session.get(Manifest, (repository, digest), with_for_update=True) is not None:
-                session.add_all(
-                    ManifestReference(
-                        repository_id=repository, manifest_digest=digest, digest=d, kind=kind
-                    )
-                    for d, kind in missing.items()
-                )
-                found.repair = "recorded them"
+        if self.repair:
+            found.repair = self.repairs.record_references(repository, digest, missing)
 
     def missing_reference(
         self, region: uuid.UUID, repository: uuid.UUID, subject: str, target: str, kind: str
@@ -387,43 +310,30 @@ class Fsck:
         detail = f"names {what} {target}, which the repository does not hold"
         found = self.problem("missing_reference", region, subject, detail)
         if self.repair:
-            found.repair = "nothing: push the image again"
+            found.repair = self.repairs.missing_reference()
 
     def stray_references(
         self, region: uuid.UUID, repository: uuid.UUID, digest: str, subject: str, count: int
     ) -> None:
-        gone = ~exists().where(Manifest.repository_id == repository, Manifest.digest == digest)
         with self.db.read() as session:
-            if not session.scalar(select(gone)):
+            if not session.scalar(select(manifestless(repository, digest))):
                 return  # stored since
         detail = f"{count} reference row(s) of a manifest that does not exist"
         found = self.problem("stray_reference", region, subject, detail)
         if self.repair:
-            mine = and_(
-                ManifestReference.repository_id == repository,
-                ManifestReference.manifest_digest == digest,
-            )
-            with self.db.write() as session:
-                session.execute(delete(ManifestReference).where(mine, gone))
-            found.repair = "deleted them (they kept blobs from being collected)"
+            found.repair = self.repairs.delete_stray_references(repository, digest)
 
     def dangling_tags(self) -> None:
-        def pointless(repository: Any, digest: Any) -> Any:
-            return ~exists().where(Manifest.repository_id == repository, Manifest.digest == digest)
-
         query = select(
             Repository.region_id, Repository.name, Tag.repository_id, Tag.name, Tag.manifest_digest
         ).join(Repository)
         with self.db.read() as session:
-            rows = session.execute(query.where(pointless(Tag.repository_id, Tag.manifest_digest)))
+            rows = session.execute(
+                query.where(manifestless(Tag.repository_id, Tag.manifest_digest))
+            )
             dangling = rows.all()
         for region, name, repository, tag, digest in dangling:
             detail = f"points at {digest}, which does not exist"
             found = self.problem("dangling_tag", region, f"{name}:{tag}", detail)
             if self.repair:
-                mine = and_(Tag.repository_id == repository, Tag.name == tag)
-                with self.db.write() as session:
-                    session.execute(
-                        delete(Tag).where(mine, pointless(Tag.repository_id, Tag.manifest_digest))
-                    )
-                found.repair = "deleted the tag: it pointed at nothing"
+                found.repair = self.repairs.delete_tag(repository, tag)
