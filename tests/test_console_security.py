@@ -21,6 +21,8 @@ from dockyard.app import Services, build_services, create_app
 from dockyard.console.session import COOKIE, SIGN_IN_COOKIE, SessionData, SessionSealer
 from dockyard.db.models import AuditEvent, ContainerRegistry
 from dockyard.domain.projects import NewProject, create_project, create_token, revoke_token
+from dockyard.domain.user_keys import create_key
+from dockyard.domain.users import create_user
 from tests.external_registries import htpasswd_line, start_distribution
 from tests.oci_client import OCIClient
 from tests.rotation_support import logs_in
@@ -181,6 +183,20 @@ def test_a_bad_token_shows_the_form_again_with_a_sentence_and_is_never_echoed(cl
     blank = sign_in(client, "   ")
     assert blank.status_code == 400
     assert errors_of(blank) == ["Enter a project API token to sign in"]
+
+
+def test_a_user_api_key_does_not_sign_in_to_the_console(client, services, project):
+    user = create_user(services.db, "dev@example.com", default_project=str(project.id))
+    _, key = create_key(services.db, str(user.id), scopes=["read", "write"])
+    # The control: the key works on /v1, for the same project.
+    auth = {"Authorization": f"Bearer {key}"}
+    assert client.get("/v1/container_registries", headers=auth).status_code == 200
+    answer = sign_in(client, key)
+    assert answer.status_code == 401
+    assert errors_of(answer) == [
+        "That API token is not valid or has been revoked; check it and try again"
+    ]
+    assert set_cookie_headers(answer, COOKIE) == []
 
 
 def test_bad_tokens_count_toward_the_same_throttle_as_v1(make_settings):

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from dockyard.api.body import read_fields
+from dockyard.api.callers import Asked, InvalidTokenError, caller_in
 from dockyard.api.errors import ApiError
 from dockyard.console.session import (
     COOKIE,
@@ -33,8 +34,9 @@ from dockyard.console.session import (
     same_token,
 )
 from dockyard.db.models import Project
-from dockyard.domain.audit import Actor, token_holder_in
+from dockyard.domain.audit import Actor
 from dockyard.domain.errors import NotFoundError
+from dockyard.security import is_user_api_key
 from dockyard.services import Services
 from dockyard.throttle import request_source
 
@@ -136,15 +138,20 @@ class Console:
     # -- the caller -------------------------------------------------------------------------
 
     def _lookup(self, token: str) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-        """(token id, project id, project name) of a live token, else None."""
+        """(token id, project id, project name) of a live project API token, checked as /v1
+        checks it, else None. A user API key does not sign in to the console."""
+        if is_user_api_key(token):
+            return None
         with self.services.db.read() as session:
-            holder = token_holder_in(session, token)
-            if holder is None or not holder.live:
+            try:
+                # The method only matters to user API keys' scopes.
+                caller = caller_in(session, Asked(token, (), "GET"), self.services.now())
+            except InvalidTokenError:
                 return None
-            project = session.get(Project, holder.project_id)
+            project = session.get(Project, caller.project_id)
             if project is None:
                 return None
-            return holder.token_id, project.id, project.name
+            return caller.credential_id, project.id, project.name
 
     async def lookup(self, token: str) -> tuple[uuid.UUID, uuid.UUID, str] | None:
         return await run_in_threadpool(self._lookup, token)
