@@ -8,8 +8,6 @@ no repository name can ever be read as another route.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from fastapi import Request
@@ -18,10 +16,8 @@ from starlette.responses import RedirectResponse, Response
 from dockyard.console.registries import notice_of
 from dockyard.console.web import Caller, Console, PageRoutes, console_of
 from dockyard.domain.browse import TagSummary
-from dockyard.domain.errors import RefusedError
 
 routes = PageRoutes()
-T = TypeVar("T")
 PER_PAGE = 25
 MEDIA_TYPES = {
     "application/vnd.oci.image.manifest.v1+json": "OCI image",
@@ -53,15 +49,6 @@ def _media_type(tag: TagSummary) -> str:
     return MEDIA_TYPES.get(tag.media_type, tag.media_type)
 
 
-async def _browse(request: Request, func: Callable[..., T], *args: Any) -> T:
-    """A BrowseService call; its refusals (an external registry, a bad name) as a page."""
-    console = console_of(request)
-    try:
-        return await console.call(request, func, *args)
-    except RefusedError as refused:
-        raise console.refused(request, refused.messages) from None
-
-
 def _pages(total: int) -> int:
     return max(1, -(-total // PER_PAGE))
 
@@ -70,7 +57,7 @@ def _pages(total: int) -> int:
 async def repositories(registry_id: str, request: Request, me: Caller) -> Response:
     console = console_of(request)
     page = _page_number(console, request)
-    listing = await _browse(
+    listing = await console.act(
         request, console.services.browse.repositories, me.project_id, registry_id, page, PER_PAGE
     )
     return console.render(
@@ -89,7 +76,7 @@ async def repositories(registry_id: str, request: Request, me: Caller) -> Respon
 async def tags(registry_id: str, name: str, request: Request, me: Caller) -> Response:
     console = console_of(request)
     page = _page_number(console, request)
-    listing = await _browse(
+    listing = await console.act(
         request, console.services.browse.tags, me.project_id, registry_id, name, page, PER_PAGE
     )
     repository = listing.repository.name
@@ -120,7 +107,7 @@ def _named(request: Request, fields: dict[str, str], *keys: str) -> list[str]:
 async def delete_tag_form(registry_id: str, request: Request, me: Caller) -> Response:
     console = console_of(request)
     name, tag = _named(request, dict(request.query_params), "repository", "tag")
-    listing = await _browse(
+    listing = await console.act(
         request, console.services.browse.repository, me.project_id, registry_id, name
     )
     return console.render(
@@ -139,7 +126,7 @@ async def delete_tag(registry_id: str, request: Request, me: Caller) -> Response
     console = console_of(request)
     form = await console.form(request, me.csrf)
     name, tag = _named(request, form, "repository", "tag")
-    await _browse(
+    await console.act(
         request,
         console.services.browse.delete_tag,
         me.project_id,
@@ -155,7 +142,7 @@ async def delete_tag(registry_id: str, request: Request, me: Caller) -> Response
 async def delete_repository_form(registry_id: str, request: Request, me: Caller) -> Response:
     console = console_of(request)
     [name] = _named(request, dict(request.query_params), "repository")
-    listing = await _browse(
+    listing = await console.act(
         request, console.services.browse.repository, me.project_id, registry_id, name
     )
     return console.render(
@@ -173,7 +160,7 @@ async def delete_repository(registry_id: str, request: Request, me: Caller) -> R
     console = console_of(request)
     form = await console.form(request, me.csrf)
     [name] = _named(request, form, "repository")
-    await _browse(
+    await console.act(
         request,
         console.services.browse.delete_repository,
         me.project_id,

@@ -13,7 +13,6 @@ from dockyard.console.session import SignedIn
 from dockyard.console.web import Caller, PageRoutes, console_of
 from dockyard.domain.credential_terms import DAY, DEFAULT_GRACE_SECONDS
 from dockyard.domain.credentials import GeneratedCredentials
-from dockyard.domain.errors import RefusedError
 from dockyard.domain.registries import RegistryView
 from dockyard.domain.registry_fields import MANAGED_TYPE
 from dockyard.login_line import docker_login_with_password
@@ -62,17 +61,14 @@ async def generate_credentials(registry_id: str, request: Request, me: Caller) -
     # Read before the write: once the password is stored, nothing may stand between it and
     # the one page that shows it (the crumbs need only the registry's id and name).
     view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
-    try:
-        created = await console.call(
-            request,
-            console.services.credentials.generate,
-            me.project_id,
-            registry_id,
-            {"expires_in": form.get("expires_in", "")},  # empty: never expires
-            actor=console.actor(me),
-        )
-    except RefusedError as refused:
-        raise console.refused(request, refused.messages) from None
+    created = await console.act(
+        request,
+        console.services.credentials.generate,
+        me.project_id,
+        registry_id,
+        {"expires_in": form.get("expires_in", "")},  # empty: never expires
+        actor=console.actor(me),
+    )
     return _secret_page(request, me, "credentials.html", view, created)
 
 
@@ -109,17 +105,14 @@ async def rotate(registry_id: str, request: Request, me: Caller) -> Response:
     # form's other fields (its CSRF token) are no rotation terms.
     fields = {"grace_period": form["grace_period"]} if "grace_period" in form else {}
     view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
-    try:
-        rotated = await console.call(
-            request,
-            console.services.credentials.rotate,
-            me.project_id,
-            registry_id,
-            fields,
-            actor=console.actor(me),
-        )
-    except RefusedError as refused:
-        raise console.refused(request, refused.messages) from None
+    rotated = await console.act(
+        request,
+        console.services.credentials.rotate,
+        me.project_id,
+        registry_id,
+        fields,
+        actor=console.actor(me),
+    )
     until = rotated.previous_valid_until
     stopped = until is None or until <= console.services.now()
     return _secret_page(request, me, "rotated.html", view, rotated, old_stopped=stopped)
@@ -138,14 +131,7 @@ async def revoke_form(registry_id: str, request: Request, me: Caller) -> Respons
 async def revoke(registry_id: str, request: Request, me: Caller) -> Response:
     console = console_of(request)
     await console.form(request, me.csrf)
-    try:
-        view = await console.call(
-            request,
-            console.services.credentials.revoke,
-            me.project_id,
-            registry_id,
-            console.actor(me),
-        )
-    except RefusedError as refused:
-        raise console.refused(request, refused.messages) from None
+    view = await console.act(
+        request, console.services.credentials.revoke, me.project_id, registry_id, console.actor(me)
+    )
     return RedirectResponse(f"/registries/{view.id}?notice=revoked", 303)

@@ -213,16 +213,9 @@ async def delete_registry(registry_id: str, request: Request, me: Caller) -> Res
     console = console_of(request)
     await _external(request, me, registry_id, "deleted")
     await console.form(request, me.csrf)
-    try:
-        await console.call(
-            request,
-            console.services.registries.delete,
-            me.project_id,
-            registry_id,
-            console.actor(me),
-        )
-    except RefusedError as refused:
-        raise console.refused(request, refused.messages) from None
+    await console.act(
+        request, console.services.registries.delete, me.project_id, registry_id, console.actor(me)
+    )
     return RedirectResponse("/?notice=deleted", 303)
 
 
@@ -232,11 +225,8 @@ async def check_again(registry_id: str, request: Request, me: Caller) -> Respons
     its check run in the background; the page shows the result."""
     console = console_of(request)
     await console.form(request, me.csrf)
-    try:
-        view = await console.call(
-            request, console.services.registries.request_check, me.project_id, registry_id
-        )
-    except RefusedError as refused:
-        raise console.refused(request, refused.messages) from None
+    view = await console.act(
+        request, console.services.registries.request_check, me.project_id, registry_id
+    )
     console.services.verifier.follow(view)
     return RedirectResponse(f"/registries/{view.id}?notice=checking", 303)

@@ -35,7 +35,7 @@ from dockyard.console.session import (
 )
 from dockyard.db.models import Project
 from dockyard.domain.audit import Actor
-from dockyard.domain.errors import NotFoundError
+from dockyard.domain.errors import NotFoundError, RefusedError
 from dockyard.security import is_user_api_key
 from dockyard.services import Services
 from dockyard.throttle import request_source
@@ -134,6 +134,16 @@ class Console:
             return await run_in_threadpool(func, *args, **kwargs)
         except NotFoundError:
             raise self.not_found(request) from None
+
+    async def act(
+        self, request: Request, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """As call, and the domain's refusal becomes the page that says why; for pages that
+        have no form of their own to show it in."""
+        try:
+            return await self.call(request, func, *args, **kwargs)
+        except RefusedError as refused:
+            raise self.refused(request, refused.messages) from None
 
     # -- the caller -------------------------------------------------------------------------
 
