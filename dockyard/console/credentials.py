@@ -4,13 +4,16 @@ password is shown once, on the answer to the POST that made it, never again."""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 
 from dockyard.console.session import SignedIn
 from dockyard.console.web import Caller, PageRoutes, console_of
+from dockyard.domain.audit import Actor
 from dockyard.domain.credential_terms import DAY, DEFAULT_GRACE_SECONDS
 from dockyard.domain.credentials import GeneratedCredentials
 from dockyard.domain.registries import RegistryView
@@ -18,6 +21,7 @@ from dockyard.domain.registry_fields import MANAGED_TYPE
 from dockyard.login_line import docker_login_with_password
 
 routes = PageRoutes()
+C = TypeVar("C", bound=GeneratedCredentials)
 
 # The choices the forms offer; the domain checks whatever a hand-made form sends instead.
 EXPIRY_CHOICES = (
@@ -54,20 +58,29 @@ def _secret_page(
     )
 
 
+async def _new_password(
+    request: Request,
+    me: SignedIn,
+    registry_id: str,
+    make: Callable[[uuid.UUID, str, Mapping[str, Any], Actor], C],
+    terms: Mapping[str, Any],
+) -> tuple[RegistryView, C]:
+    """The registry, and the credentials `make` (generate or rotate) gives it."""
+    console = console_of(request)
+    # Read before the write: once the password is stored, nothing may stand between it and
+    # the one page that shows it (the crumbs need only the registry's id and name).
+    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
+    made = await console.act(request, make, me.project_id, registry_id, terms, console.actor(me))
+    return view, made
+
+
 @routes.post("/registries/{registry_id}/credentials")
 async def generate_credentials(registry_id: str, request: Request, me: Caller) -> Response:
     console = console_of(request)
     form = await console.form(request, me.csrf)
-    # Read before the write: once the password is stored, nothing may stand between it and
-    # the one page that shows it (the crumbs need only the registry's id and name).
-    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
-    created = await console.act(
-        request,
-        console.services.credentials.generate,
-        me.project_id,
-        registry_id,
-        {"expires_in": form.get("expires_in", "")},  # empty: never expires
-        actor=console.actor(me),
+    terms = {"expires_in": form.get("expires_in", "")}  # empty: never expires
+    view, created = await _new_password(
+        request, me, registry_id, console.services.credentials.generate, terms
     )
     return _secret_page(request, me, "credentials.html", view, created)
 
@@ -103,15 +116,9 @@ async def rotate(registry_id: str, request: Request, me: Caller) -> Response:
     form = await console.form(request, me.csrf)
     # Only the grace period: the new password keeps the credentials' lifetime, and the
     # form's other fields (its CSRF token) are no rotation terms.
-    fields = {"grace_period": form["grace_period"]} if "grace_period" in form else {}
-    view = await console.call(request, console.services.registries.get, me.project_id, registry_id)
-    rotated = await console.act(
-        request,
-        console.services.credentials.rotate,
-        me.project_id,
-        registry_id,
-        fields,
-        actor=console.actor(me),
+    terms = {"grace_period": form["grace_period"]} if "grace_period" in form else {}
+    view, rotated = await _new_password(
+        request, me, registry_id, console.services.credentials.rotate, terms
     )
     until = rotated.previous_valid_until
     stopped = until is None or until <= console.services.now()

@@ -3,7 +3,8 @@ checking an external one again."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec
 
 from fastapi import Request
 from starlette.responses import RedirectResponse, Response
@@ -15,6 +16,7 @@ from dockyard.domain.registries import RegistryView
 from dockyard.domain.registry_fields import EXTERNAL_TYPES, MANAGED_TYPE
 
 routes = PageRoutes()
+P = ParamSpec("P")
 
 # Notices a redirect may ask for by key; never text from the URL itself.
 NOTICES = {
@@ -95,6 +97,30 @@ def _form_page(
     )
 
 
+async def _saved(
+    request: Request,
+    notice: str,
+    values: dict[str, str],
+    registry: RegistryView | None,
+    save: Callable[P, RegistryView],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Response:
+    """`save(...)` (create or update), then the registry's page; a refusal shows the form
+    again, filled in with `values`, with the domain's sentences."""
+    console = console_of(request)
+    try:
+        view = await console.call(request, save, *args, **kwargs)
+    except RefusedError as refused:
+        return _form_page(
+            request, values=values, registry=registry, errors=refused.messages, status=400
+        )
+    # The check a new registry, or a new host or credentials, asked for runs in the
+    # background, as on /v1.
+    console.services.verifier.follow(view)
+    return RedirectResponse(f"/registries/{view.id}?notice={notice}", 303)
+
+
 @routes.get("/registries/new")
 async def new_registry_form(request: Request, me: Caller) -> Response:
     return _form_page(request, values={"registry_type": "docker_hub"})
@@ -108,18 +134,16 @@ async def create_registry(request: Request, me: Caller) -> Response:
         key: form.get(key, "")
         for key in ("name", "registry_type", "hostname", "username", "password")
     }
-    try:
-        view = await console.call(
-            request,
-            console.services.registries.create,
-            me.project_id,
-            fields,
-            console.actor(me),
-        )
-    except RefusedError as refused:
-        return _form_page(request, values=fields, errors=refused.messages, status=400)
-    console.services.verifier.follow(view)  # the check runs in the background, as on /v1
-    return RedirectResponse(f"/registries/{view.id}?notice=created", 303)
+    return await _saved(
+        request,
+        "created",
+        fields,
+        None,
+        console.services.registries.create,
+        me.project_id,
+        fields,
+        console.actor(me),
+    )
 
 
 # After /registries/new, which this path would match too.
@@ -184,22 +208,17 @@ async def update_registry(registry_id: str, request: Request, me: Caller) -> Res
     console = console_of(request)
     view = await _external(request, me, registry_id, "updated")
     form = await console.form(request, me.csrf)
-    try:
-        updated = await console.call(
-            request,
-            console.services.registries.update,
-            me.project_id,
-            registry_id,
-            _update_fields(form),
-            console.actor(me),
-        )
-    except RefusedError as refused:
-        values = {**form, "registry_type": view.registry_type}
-        return _form_page(
-            request, values=values, registry=view, errors=refused.messages, status=400
-        )
-    console.services.verifier.follow(updated)  # when the host or credentials changed
-    return RedirectResponse(f"/registries/{view.id}?notice=updated", 303)
+    return await _saved(
+        request,
+        "updated",
+        {**form, "registry_type": view.registry_type},
+        view,
+        console.services.registries.update,
+        me.project_id,
+        registry_id,
+        _update_fields(form),
+        console.actor(me),
+    )
 
 
 @routes.get("/registries/{registry_id}/delete")
