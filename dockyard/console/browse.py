@@ -8,12 +8,14 @@ no repository name can ever be read as another route.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 
 from dockyard.console.registries import notice_of
+from dockyard.console.session import SignedIn
 from dockyard.console.web import Caller, Console, PageRoutes, console_of
 from dockyard.domain.browse import TagSummary
 
@@ -103,22 +105,29 @@ def _named(request: Request, fields: dict[str, str], *keys: str) -> list[str]:
     return values
 
 
-@routes.get("/registries/{registry_id}/delete-tag")
-async def delete_tag_form(registry_id: str, request: Request, me: Caller) -> Response:
+async def _confirm(
+    request: Request, me: SignedIn, registry_id: str, name: str, template: str, **context: Any
+) -> Response:
+    """The page that asks before deleting a tag of the repository, or the repository."""
     console = console_of(request)
-    name, tag = _named(request, dict(request.query_params), "repository", "tag")
-    listing = await console.act(
+    repository = await console.act(
         request, console.services.browse.repository, me.project_id, registry_id, name
     )
     return console.render(
         request,
-        "delete_tag.html",
+        template,
         short_name=short_name,
         registry_id=registry_id,
-        repository=listing,
-        tag=tag,
+        repository=repository,
         back=repository_url(registry_id, name),
+        **context,
     )
+
+
+@routes.get("/registries/{registry_id}/delete-tag")
+async def delete_tag_form(registry_id: str, request: Request, me: Caller) -> Response:
+    name, tag = _named(request, dict(request.query_params), "repository", "tag")
+    return await _confirm(request, me, registry_id, name, "delete_tag.html", tag=tag)
 
 
 @routes.post("/registries/{registry_id}/delete-tag")
@@ -126,33 +135,17 @@ async def delete_tag(registry_id: str, request: Request, me: Caller) -> Response
     console = console_of(request)
     form = await console.form(request, me.csrf)
     name, tag = _named(request, form, "repository", "tag")
+    browse = console.services.browse
     await console.act(
-        request,
-        console.services.browse.delete_tag,
-        me.project_id,
-        registry_id,
-        name,
-        tag,
-        console.actor(me),
+        request, browse.delete_tag, me.project_id, registry_id, name, tag, console.actor(me)
     )
     return RedirectResponse(repository_url(registry_id, name) + "?notice=tag_deleted", 303)
 
 
 @routes.get("/registries/{registry_id}/delete-repository")
 async def delete_repository_form(registry_id: str, request: Request, me: Caller) -> Response:
-    console = console_of(request)
     [name] = _named(request, dict(request.query_params), "repository")
-    listing = await console.act(
-        request, console.services.browse.repository, me.project_id, registry_id, name
-    )
-    return console.render(
-        request,
-        "delete_repository.html",
-        short_name=short_name,
-        registry_id=registry_id,
-        repository=listing,
-        back=repository_url(registry_id, name),
-    )
+    return await _confirm(request, me, registry_id, name, "delete_repository.html")
 
 
 @routes.post("/registries/{registry_id}/delete-repository")
@@ -160,13 +153,9 @@ async def delete_repository(registry_id: str, request: Request, me: Caller) -> R
     console = console_of(request)
     form = await console.form(request, me.csrf)
     [name] = _named(request, form, "repository")
+    browse = console.services.browse
     await console.act(
-        request,
-        console.services.browse.delete_repository,
-        me.project_id,
-        registry_id,
-        name,
-        console.actor(me),
+        request, browse.delete_repository, me.project_id, registry_id, name, console.actor(me)
     )
     return RedirectResponse(
         f"/registries/{registry_id}/repositories?notice=repository_deleted", 303
