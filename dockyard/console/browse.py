@@ -59,8 +59,8 @@ def _pages(total: int) -> int:
 async def repositories(registry_id: str, request: Request, me: Caller) -> Response:
     console = console_of(request)
     page = _page_number(console, request)
-    listing = await console.act(
-        request, console.services.browse.repositories, me.project_id, registry_id, page, PER_PAGE
+    listing = await console.read(
+        request, console.services.browse.repositories_in, me.project_id, registry_id, page, PER_PAGE
     )
     return console.render(
         request,
@@ -78,8 +78,8 @@ async def repositories(registry_id: str, request: Request, me: Caller) -> Respon
 async def tags(registry_id: str, name: str, request: Request, me: Caller) -> Response:
     console = console_of(request)
     page = _page_number(console, request)
-    listing = await console.act(
-        request, console.services.browse.tags, me.project_id, registry_id, name, page, PER_PAGE
+    listing = await console.read(
+        request, console.services.browse.tags_in, me.project_id, registry_id, name, page, PER_PAGE
     )
     repository = listing.repository.name
     return console.render(
@@ -110,8 +110,8 @@ async def _confirm(
 ) -> Response:
     """The page that asks before deleting a tag of the repository, or the repository."""
     console = console_of(request)
-    repository = await console.act(
-        request, console.services.browse.repository, me.project_id, registry_id, name
+    repository = await console.read(
+        request, console.services.browse.brief_in, me.project_id, registry_id, name
     )
     return console.render(
         request,

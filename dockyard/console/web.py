@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -144,6 +145,23 @@ class Console:
             return await self.call(request, func, *args, **kwargs)
         except RefusedError as refused:
             raise self.refused(request, refused.messages) from None
+
+    async def read(
+        self,
+        request: Request,
+        read: Callable[Concatenate[Session, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """As act, for a domain read made for the caller's transaction (`..._in(session,
+        ...)`), in a read transaction of its own. Not the sign-in's: a page checks what it
+        was asked only once the caller is known (a stranger is sent to sign in first)."""
+
+        def in_transaction() -> T:
+            with self.services.db.read() as session:
+                return read(session, *args, **kwargs)
+
+        return await self.act(request, in_transaction)
 
     # -- the caller -------------------------------------------------------------------------
 

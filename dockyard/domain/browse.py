@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy import Select, delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Row, Select, delete, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dockyard.db import Database
 from dockyard.db.models import (
@@ -60,6 +60,14 @@ class RepositoryPage:
     storage_used_bytes: int
     page: int
     per_page: int
+
+
+@dataclass(frozen=True)
+class RepositoryBrief:
+    """What a page that asks before a deletion names: none of the sizes."""
+
+    name: str
+    tag_count: int
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,7 @@ def _summary(row: Any) -> RepositorySummary:
 class _Repo:
     id: uuid.UUID
     region_id: uuid.UUID
-    summary: RepositorySummary
+    name: str
 
 
 class BrowseService:
@@ -157,12 +165,6 @@ class BrowseService:
                 f"({view.registry_type}), whose repositories are kept at {view.hostname}"
             )
         return view
-
-    def repositories(
-        self, project_id: uuid.UUID, registry_ref: str, page: int = 1, per_page: int = 25
-    ) -> RepositoryPage:
-        with self.db.read() as session:
-            return self.repositories_in(session, project_id, registry_ref, page, per_page)
 
     def repositories_in(
         self,
@@ -201,26 +203,19 @@ class BrowseService:
             per_page=per_page,
         )
 
-    def repository(self, project_id: uuid.UUID, registry_ref: str, name: str) -> RepositorySummary:
-        with self.db.read() as session:
-            return self.repository_in(session, project_id, registry_ref, name)
-
     def repository_in(
         self, session: Session, project_id: uuid.UUID, registry_ref: str, name: str
     ) -> RepositorySummary:
         view = self.managed_in(session, project_id, registry_ref)
-        return self._find(session, project_id, view, name).summary
+        return self._summarised(session, project_id, view, name)[1]
 
-    def tags(
-        self,
-        project_id: uuid.UUID,
-        registry_ref: str,
-        name: str,
-        page: int = 1,
-        per_page: int = 25,
-    ) -> TagPage:
-        with self.db.read() as session:
-            return self.tags_in(session, project_id, registry_ref, name, page, per_page)
+    def brief_in(
+        self, session: Session, project_id: uuid.UUID, registry_ref: str, name: str
+    ) -> RepositoryBrief:
+        view = self.managed_in(session, project_id, registry_ref)
+        repo = self._find(session, project_id, view, name)
+        tags = select(func.count()).select_from(Tag).where(Tag.repository_id == repo.id)
+        return RepositoryBrief(repo.name, session.scalar(tags) or 0)
 
     def tags_in(
         self,
@@ -233,7 +228,7 @@ class BrowseService:
     ) -> TagPage:
         """The repository's tags by name, a page at a time, with their sizes."""
         view = self.managed_in(session, project_id, registry_ref)
-        repo = self._find(session, project_id, view, name)
+        repo, summary = self._summarised(session, project_id, view, name)
         check_page(page, per_page)
         rows = session.execute(
             self._tag_rows(repo).order_by(Tag.name).offset((page - 1) * per_page).limit(per_page)
@@ -241,9 +236,9 @@ class BrowseService:
         sizes = tag_sizes(session, repo.id, repo.region_id, {row.manifest_digest for row in rows})
         return TagPage(
             registry=view,
-            repository=repo.summary,
+            repository=summary,
             tags=[self._tag(row, sizes) for row in rows],
-            total=repo.summary.tag_count,
+            total=summary.tag_count,
             page=page,
             per_page=per_page,
         )
@@ -251,9 +246,27 @@ class BrowseService:
     def _find(
         self, session: Session, project_id: uuid.UUID, view: RegistryView, name: str
     ) -> _Repo:
+        row = self._row(session, project_id, view, name, Repository.name)
+        return _Repo(row.id, row.region_id, row.name)
+
+    def _summarised(
+        self, session: Session, project_id: uuid.UUID, view: RegistryView, name: str
+    ) -> tuple[_Repo, RepositorySummary]:
+        """The repository with its counts and sizes, for the answers that show them."""
+        row = self._row(session, project_id, view, name, *summary_columns())
+        return _Repo(row.id, row.region_id, row.name), _summary(row)
+
+    @staticmethod
+    def _row(
+        session: Session,
+        project_id: uuid.UUID,
+        view: RegistryView,
+        name: str,
+        *columns: ColumnElement[Any] | InstrumentedAttribute[Any],
+    ) -> Row[Any]:
         name = parse_repository_name(name)
         row = session.execute(
-            select(Repository.id, Repository.region_id, *summary_columns()).where(
+            select(Repository.id, Repository.region_id, *columns).where(
                 Repository.project_id == project_id,
                 Repository.region_id == view.region_id,
                 Repository.name == name,
@@ -261,7 +274,7 @@ class BrowseService:
         ).one_or_none()
         if row is None:
             raise NotFoundError(f"Repository {name} not found in this registry")
-        return _Repo(row.id, row.region_id, _summary(row))
+        return row
 
     @staticmethod
     def _tag_rows(repo: _Repo) -> Select[str, str, datetime, str]:
@@ -303,7 +316,7 @@ class BrowseService:
             tag = parse_tag(tag)
             row = session.execute(self._tag_rows(repo).where(Tag.name == tag)).one_or_none()
             if row is None:
-                raise NotFoundError(f"Tag {tag} not found in repository {repo.summary.name}")
+                raise NotFoundError(f"Tag {tag} not found in repository {repo.name}")
             shown = self._tag(
                 row, tag_sizes(session, repo.id, repo.region_id, [row.manifest_digest])
             )
@@ -313,7 +326,7 @@ class BrowseService:
                 project_id,
                 audit.TAG_DELETED,
                 registry_id=view.id,
-                subject=f"{repo.summary.name}:{tag}",
+                subject=f"{repo.name}:{tag}",
                 actor=actor,
             )
             return shown
@@ -327,7 +340,8 @@ class BrowseService:
         thread: it also deletes the data of the open uploads from storage."""
         with self.db.write() as session:
             view = self.managed_in(session, project_id, registry_ref)
-            repo = self._find(session, project_id, view, name)
+            # The repository as it was is the answer /v1 gives.
+            repo, summary = self._summarised(session, project_id, view, name)
             uploads = list(
                 session.scalars(select(Upload.id).where(Upload.repository_id == repo.id))
             )
@@ -346,7 +360,7 @@ class BrowseService:
                 project_id,
                 audit.REPOSITORY_DELETED,
                 registry_id=view.id,
-                subject=repo.summary.name,
+                subject=repo.name,
                 actor=actor,
             )
         store = self.stores.get(repo.region_id)
@@ -354,7 +368,7 @@ class BrowseService:
             # After the commit: an upload whose row is gone can't be continued anyway, and
             # data left behind by a failure here is an orphan `dockyard fsck --repair` removes.
             asyncio.run(_delete_all(store, uploads))
-        return repo.summary
+        return summary
 
 
 async def _delete_all(store: BlobStore, uploads: list[uuid.UUID]) -> None:
