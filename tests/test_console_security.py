@@ -727,6 +727,10 @@ def test_deleting_a_tag_or_a_repository_takes_the_csrf_token_and_is_audited(
     assert oci.tags(name).json()["tags"] == ["v2"]
     again = client.post(f"/registries/{registry}/delete-tag", data={**tag_form, "csrf": csrf})
     assert again.status_code == 404
+    # Nor does the page ask before deleting a tag that is not there.
+    asked = client.get(f"/registries/{registry}/delete-tag", params=tag_form)
+    assert asked.status_code == 404
+    assert "Delete this tag?" not in asked.text
 
     repo_form = {"repository": name}
     assert (

@@ -8,7 +8,6 @@ no repository name can ever be read as another route.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Request
@@ -106,12 +105,17 @@ def _named(request: Request, fields: dict[str, str], *keys: str) -> list[str]:
 
 
 async def _confirm(
-    request: Request, me: SignedIn, registry_id: str, name: str, template: str, **context: Any
+    request: Request,
+    me: SignedIn,
+    registry_id: str,
+    name: str,
+    template: str,
+    tag: str | None = None,
 ) -> Response:
     """The page that asks before deleting a tag of the repository, or the repository."""
     console = console_of(request)
     repository = await console.read(
-        request, console.services.browse.brief_in, me.project_id, registry_id, name
+        request, console.services.browse.brief_in, me.project_id, registry_id, name, tag
     )
     return console.render(
         request,
@@ -120,7 +124,7 @@ async def _confirm(
         registry_id=registry_id,
         repository=repository,
         back=repository_url(registry_id, name),
-        **context,
+        tag=tag,
     )
 
 

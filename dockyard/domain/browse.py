@@ -210,10 +210,19 @@ class BrowseService:
         return self._summarised(session, project_id, view, name)[1]
 
     def brief_in(
-        self, session: Session, project_id: uuid.UUID, registry_ref: str, name: str
+        self,
+        session: Session,
+        project_id: uuid.UUID,
+        registry_ref: str,
+        name: str,
+        tag: str | None = None,
     ) -> RepositoryBrief:
+        """The repository, and when `tag` is given, only if it has that tag: a page that asks
+        before deleting a tag that is not there would ask for nothing."""
         view = self.managed_in(session, project_id, registry_ref)
         repo = self._find(session, project_id, view, name)
+        if tag is not None:
+            self._tag_row(session, repo, tag)
         tags = select(func.count()).select_from(Tag).where(Tag.repository_id == repo.id)
         return RepositoryBrief(repo.name, session.scalar(tags) or 0)
 
@@ -288,6 +297,14 @@ class BrowseService:
             .where(Tag.repository_id == repo.id)
         )
 
+    def _tag_row(self, session: Session, repo: _Repo, tag: str) -> Any:
+        """The repository's tag of that name, as _tag_rows selects it."""
+        name = parse_tag(tag)
+        row = session.execute(self._tag_rows(repo).where(Tag.name == name)).one_or_none()
+        if row is None:
+            raise NotFoundError(f"Tag {name} not found in repository {repo.name}")
+        return row
+
     @staticmethod
     def _tag(row: Any, sizes: dict[str, int]) -> TagSummary:
         return TagSummary(
@@ -313,10 +330,8 @@ class BrowseService:
         with self.db.write() as session:
             view = self.managed_in(session, project_id, registry_ref)
             repo = self._find(session, project_id, view, name)
-            tag = parse_tag(tag)
-            row = session.execute(self._tag_rows(repo).where(Tag.name == tag)).one_or_none()
-            if row is None:
-                raise NotFoundError(f"Tag {tag} not found in repository {repo.name}")
+            row = self._tag_row(session, repo, tag)
+            tag = row.name
             shown = self._tag(
                 row, tag_sizes(session, repo.id, repo.region_id, [row.manifest_digest])
             )
