@@ -24,6 +24,7 @@ from starlette.requests import HTTPConnection
 from dockyard.api.errors import ApiError
 from dockyard.domain.audit import Actor, token_holder_in
 from dockyard.domain.user_keys import READ, WRITE, key_access_in
+from dockyard.ids import canonical_uuid
 from dockyard.security import is_user_api_key
 
 PROJECT_HEADER = "X-Nodion-Project"
@@ -65,12 +66,8 @@ class Asked:
             return None, True
         if len(self.projects) > 1:  # which one a proxy would believe is anyone's guess
             return None, False
-        value = self.projects[0]
-        try:
-            parsed = uuid.UUID(value)
-        except ValueError:
-            return None, False
-        return (parsed, True) if str(parsed) == value.lower() else (None, False)
+        parsed = canonical_uuid(self.projects[0])
+        return parsed, parsed is not None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from sqlalchemy import and_, bindparam, select
 
 from dockyard.db.models import ContainerRegistry, RobotAccount
 from dockyard.domain.errors import NotFoundError
+from dockyard.ids import canonical_uuid
 
 
 @dataclass(frozen=True)
@@ -99,11 +100,7 @@ class Listed(NamedTuple):
 
 def parse_registry_id(registry_ref: str) -> uuid.UUID:
     """A registry id from a path; anything that is not a UUID names no registry."""
-    try:
-        parsed = uuid.UUID(registry_ref)
-    except ValueError:
-        raise NotFoundError("Container registry not found") from None
-    if str(parsed) != registry_ref.lower():
-        # uuid.UUID also takes bare hex, braces and urn: forms; ids have one spelling.
+    parsed = canonical_uuid(registry_ref)
+    if parsed is None:
         raise NotFoundError("Container registry not found")
     return parsed

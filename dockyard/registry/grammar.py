@@ -6,6 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from dockyard.ids import canonical_uuid
 from dockyard.registry.errors import RegistryError
 
 # OCI distribution-spec: path components joined by "/", each lower-case alphanumerics with
@@ -45,11 +46,8 @@ def parse_name(name: str) -> RepoName:
             detail={"name": _shown(name)},
         )
     head, sep, _ = name.partition("/")
-    try:
-        project_id = uuid.UUID(head)
-    except ValueError:
-        project_id = None
-    if not sep or project_id is None or str(project_id) != head:
+    project_id = canonical_uuid(head)  # in lower case: NAME_RE refused upper case
+    if not sep or project_id is None:
         raise RegistryError(
             "NAME_INVALID",
             "repository name must start with your project id: <project-id>/<image>",
