@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from dockyard.api.deps import ProjectDep, ServicesDep, in_api_thread
 from dockyard.api.schemas import (
     KEY_REFUSALS,
     THROTTLED,
+    UNAUTHORIZED,
     ErrorBody,
+    Page,
     PageMeta,
+    PerPage,
     format_time,
     json_response,
 )
 from dockyard.domain.audit import EventPage, EventView
 
 router = APIRouter(prefix="/v1/audit_events", tags=["audit log"])
-
-MAX_PER_PAGE = 100
-# Far beyond any real log; bounds the OFFSET handed to the database.
-MAX_PAGE = 1_000_000
 
 ACTIONS = (
     "credentials.generated, credentials.rotated, credentials.revoked, registry.created, "
@@ -63,7 +62,7 @@ class AuditEventList(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "page or per_page is out of range"},
-    401: {"model": ErrorBody, "description": "No, a wrong, a revoked or an expired API token"},
+    **UNAUTHORIZED,
     **KEY_REFUSALS,
     **THROTTLED,
 }
@@ -87,8 +86,8 @@ def _out(event: EventView, project_id: uuid.UUID, services: ServicesDep) -> Audi
 async def list_audit_events(
     project: ProjectDep,
     services: ServicesDep,
-    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="from 1")] = 1,
-    per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 25,
+    page: Page = 1,
+    per_page: PerPage = 25,
 ) -> Response:
     """The project's audit log, newest first: credentials generated, rotated and revoked,
     registries created, updated and deleted, repositories and tags deleted, failed logins

@@ -15,6 +15,7 @@ from dockyard.api.schemas import (
     KEY_REFUSALS,
     PROJECT_PARAMETER,
     THROTTLED,
+    UNAUTHORIZED,
     ContainerRegistryEnvelope,
     ContainerRegistryList,
     ContainerRegistryOut,
@@ -28,6 +29,7 @@ from dockyard.api.schemas import (
     RotatedCredentialsEnvelope,
     RotatedCredentialsOut,
     json_response,
+    not_found,
 )
 from dockyard.domain.registries import RegistryView
 
@@ -35,11 +37,8 @@ router = APIRouter(prefix="/v1/container_registries", tags=["container registrie
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **KEY_REFUSALS,
-    401: {"model": ErrorBody, "description": "No, a wrong, a revoked or an expired API token"},
-    404: {
-        "model": ErrorBody,
-        "description": "No such registry in this project; or " + KEY_REFUSALS[404]["description"],
-    },
+    **UNAUTHORIZED,
+    **not_found("No such registry in this project"),
     **THROTTLED,
 }
 _REFUSALS: dict[int | str, dict[str, Any]] = {
@@ -89,9 +88,7 @@ def create_registry(
     """Connect an external registry (docker_hub, ghcr or custom)."""
     view = services.registries.create(project, fields)
     services.verifier.follow(view)  # the check runs after this answer, in the background
-    return ContainerRegistryEnvelope(
-        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
-    )
+    return ContainerRegistryEnvelope.of(view, services.settings.zone)
 
 
 @router.get(
@@ -105,11 +102,7 @@ async def get_registry(registry_id: str, request: Request, services: ServicesDep
         return services.registries.get_in(session, project, registry_id)
 
     _, view = await read_as_caller(request, read)
-    return json_response(
-        ContainerRegistryEnvelope(
-            container_registry=ContainerRegistryOut.of(view, services.settings.zone)
-        )
-    )
+    return json_response(ContainerRegistryEnvelope.of(view, services.settings.zone))
 
 
 @router.patch("/{registry_id}", responses=_BODY_REFUSALS, openapi_extra=_body(RegistryUpdate))
@@ -119,9 +112,7 @@ def update_registry(
     """Change an external registry; omitted fields keep their value."""
     view = services.registries.update(project, registry_id, fields)
     services.verifier.follow(view)  # when the host or credentials changed
-    return ContainerRegistryEnvelope(
-        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
-    )
+    return ContainerRegistryEnvelope.of(view, services.settings.zone)
 
 
 @router.delete("/{registry_id}", responses=_REFUSALS)
@@ -130,9 +121,7 @@ def delete_registry(
 ) -> ContainerRegistryEnvelope:
     """Remove an external registry; answers with its last state."""
     view = services.registries.delete(project, registry_id)
-    return ContainerRegistryEnvelope(
-        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
-    )
+    return ContainerRegistryEnvelope.of(view, services.settings.zone)
 
 
 @router.post("/{registry_id}/verify", status_code=202, responses=_REFUSALS)
@@ -144,9 +133,7 @@ def verify_registry(
     checked already is not checked twice. Managed registries are always available (400)."""
     view = services.registries.request_check(project, registry_id)
     services.verifier.follow(view)
-    return ContainerRegistryEnvelope(
-        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
-    )
+    return ContainerRegistryEnvelope.of(view, services.settings.zone)
 
 
 @router.post(
@@ -189,6 +176,4 @@ def revoke_credentials(
 ) -> ContainerRegistryEnvelope:
     """Revoke the robot account at once; a new POST then generates a new pair."""
     view = services.credentials.revoke(project, registry_id)
-    return ContainerRegistryEnvelope(
-        container_registry=ContainerRegistryOut.of(view, services.settings.zone)
-    )
+    return ContainerRegistryEnvelope.of(view, services.settings.zone)

@@ -14,7 +14,7 @@ import uuid
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -23,19 +23,17 @@ from dockyard.api.schemas import (
     KEY_REFUSALS,
     PROJECT_PARAMETER,
     THROTTLED,
+    UNAUTHORIZED,
     ErrorBody,
+    Page,
     PageMeta,
+    PerPage,
     format_time,
     json_response,
+    maybe_time,
+    not_found,
 )
-from dockyard.domain.browse import (
-    MAX_PAGE,
-    MAX_PER_PAGE,
-    RepositoryPage,
-    RepositorySummary,
-    TagPage,
-    TagSummary,
-)
+from dockyard.domain.browse import RepositoryPage, RepositorySummary, TagPage, TagSummary
 
 router = APIRouter(prefix="/v1/container_registries", tags=["repositories"])
 
@@ -46,17 +44,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "An external registry (only managed ones can be browsed), an invalid "
         "repository name or tag, or page or per_page out of range",
     },
-    401: {"model": ErrorBody, "description": "No, a wrong, a revoked or an expired API token"},
-    404: {
-        "model": ErrorBody,
-        "description": "No such registry in this project, or no such repository or tag in "
-        "it; or " + KEY_REFUSALS[404]["description"],
-    },
+    **UNAUTHORIZED,
+    **not_found("No such registry in this project, or no such repository or tag in it"),
     **THROTTLED,
 }
 
-Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="from 1")]
-PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
 Name = Annotated[
     str, Path(description="the repository's full name, <project-id>/<path>, slashes as they are")
 ]
@@ -77,12 +69,11 @@ class RepositoryOut(BaseModel):
 
     @classmethod
     def of(cls, summary: RepositorySummary, zone: ZoneInfo) -> RepositoryOut:
-        pushed = summary.last_pushed_at
         return cls(
             name=summary.name,
             tag_count=summary.tag_count,
             size_bytes=summary.size_bytes,
-            last_pushed_at=None if pushed is None else format_time(pushed, zone),
+            last_pushed_at=maybe_time(summary.last_pushed_at, zone),
             created_at=format_time(summary.created_at, zone),
         )
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
+from dockyard.domain.browse import MAX_PAGE, MAX_PER_PAGE
 from dockyard.domain.credential_terms import (
     DEFAULT_GRACE_SECONDS,
     MAX_EXPIRES_IN,
@@ -35,7 +37,7 @@ def format_time(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).isoformat(timespec="milliseconds")
 
 
-def _maybe_time(moment: datetime | None, zone: ZoneInfo) -> str | None:
+def maybe_time(moment: datetime | None, zone: ZoneInfo) -> str | None:
     return None if moment is None else format_time(moment, zone)
 
 
@@ -81,12 +83,16 @@ class ContainerRegistryOut(BaseModel):
             region_id=view.region_id,
             created_at=format_time(view.created_at, zone),
             updated_at=format_time(view.updated_at, zone),
-            credentials_expire_at=_maybe_time(view.credentials_expire_at, zone),
+            credentials_expire_at=maybe_time(view.credentials_expire_at, zone),
         )
 
 
 class ContainerRegistryEnvelope(BaseModel):
     container_registry: ContainerRegistryOut
+
+    @classmethod
+    def of(cls, view: RegistryView, zone: ZoneInfo) -> ContainerRegistryEnvelope:
+        return cls(container_registry=ContainerRegistryOut.of(view, zone))
 
 
 class ContainerRegistryList(BaseModel):
@@ -107,7 +113,7 @@ class CredentialsOut(BaseModel):
             hostname=generated.hostname,
             username=generated.username,
             password=generated.password,
-            credentials_expire_at=_maybe_time(generated.expires_at, zone),
+            credentials_expire_at=maybe_time(generated.expires_at, zone),
         )
 
 
@@ -146,6 +152,11 @@ class RegionList(BaseModel):
     regions: list[RegionOut]
 
 
+# The query of every paginated /v1 list: the bounds the domain's browse.check_page holds.
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="from 1")]
+PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE)]
+
+
 class PageMeta(BaseModel):
     """Where a page sits in a paginated list (?page=&per_page=, page from 1)."""
 
@@ -166,6 +177,9 @@ THROTTLED: dict[int | str, dict[str, Any]] = {
         "description": "Too many bad API tokens from this address; see Retry-After",
     },
 }
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No, a wrong, a revoked or an expired API token"},
+}
 # And what deps.py refuses a user API key (dockyard/api/callers.py): every route documents
 # these too. A route whose own 404 means something else says both in its description.
 KEY_REFUSALS: dict[int | str, dict[str, Any]] = {
@@ -180,6 +194,15 @@ KEY_REFUSALS: dict[int | str, dict[str, Any]] = {
         "project) names no project the key reaches, whether or not it exists",
     },
 }
+
+
+def not_found(what: str) -> dict[int | str, dict[str, Any]]:
+    """A route's own 404 (`what`), documented with the user API key's 404 it shares."""
+    return {
+        404: {"model": ErrorBody, "description": f"{what}; or {KEY_REFUSALS[404]['description']}"}
+    }
+
+
 # The header itself, for the routes that read it without a dependency (openapi_extra).
 PROJECT_HEADER_DOC = (
     "User API keys only: the id of the project to act for (default: the user's default "
