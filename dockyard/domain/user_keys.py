@@ -21,7 +21,7 @@ from dockyard.db import Database
 from dockyard.db.models import Membership, User, UserApiKey, UserApiKeyProject, utcnow
 from dockyard.domain.errors import NotFoundError, RefusedError
 from dockyard.domain.projects import find_project
-from dockyard.domain.users import MAX_NAME, find_user
+from dockyard.domain.users import check_name, find_user
 from dockyard.security import hash_api_token, is_user_api_key, new_user_api_key
 
 READ = "read"
@@ -58,17 +58,6 @@ def parse_scopes(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(scope for scope in SCOPES if scope in asked)
 
 
-def _check_name(name: str | None) -> str | None:
-    if name is None:
-        return None
-    name = name.strip()
-    if len(name) > MAX_NAME:
-        raise RefusedError(f"Key name is too long (maximum is {MAX_NAME} characters)")
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
-        raise RefusedError("Key name can't contain control characters")
-    return name or None
-
-
 def create_key(
     db: Database,
     user_ref: str,
@@ -82,7 +71,7 @@ def create_key(
     """A new key for the user, and the key itself: shown once, stored only as a hash.
     `projects`: an allow-list, of projects the user is a member of; empty: all of them."""
     stored_scopes = parse_scopes(scopes)
-    name = _check_name(name)
+    name = check_name(name, "Key name")
     if expires_at is not None and expires_at <= (now or utcnow()):
         raise RefusedError("The key's expiry must be in the future")
     with db.write() as session:

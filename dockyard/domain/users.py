@@ -49,14 +49,15 @@ def _check_email(email: str) -> str:
     return email
 
 
-def _check_name(name: str | None) -> str | None:
+def check_name(name: str | None, label: str = "Name") -> str | None:
+    """An optional display name as stored, None when blank; `label` names it in a refusal."""
     if name is None:
         return None
     name = name.strip()
     if len(name) > MAX_NAME:
-        raise RefusedError(f"Name is too long (maximum is {MAX_NAME} characters)")
+        raise RefusedError(f"{label} is too long (maximum is {MAX_NAME} characters)")
     if any(ord(char) < 32 or ord(char) == 127 for char in name):
-        raise RefusedError("Name can't contain control characters")
+        raise RefusedError(f"{label} can't contain control characters")
     return name or None
 
 
@@ -92,7 +93,7 @@ def create_user(
 ) -> UserInfo:
     """A new user; with a default project, also a member of it."""
     email = _check_email(email)
-    name = _check_name(name)
+    name = check_name(name)
     try:
         with db.write() as session:
             if session.scalar(select(User.id).where(User.email == email)) is not None:
