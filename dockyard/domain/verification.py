@@ -17,8 +17,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.orm import Session
 
 from dockyard.db.models import ContainerRegistry, utcnow
 from dockyard.domain.registries import RegistryService
@@ -55,6 +57,30 @@ def _count(result: object) -> int:
     return int(getattr(result, "rowcount", 0))
 
 
+def _move(session: Session, registry_id: uuid.UUID, asked_at: datetime, **values: Any) -> bool:
+    """The compare-and-set of claim and finish: `values` written only while the registry is
+    verifying with the time `asked_at`; whether they were."""
+    moved = session.execute(
+        update(ContainerRegistry)
+        .where(
+            ContainerRegistry.id == registry_id,
+            ContainerRegistry.status == VERIFYING,
+            ContainerRegistry.verification_started_at == asked_at,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(moved) == 1
+
+
+def _lost(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Registries verifying with a time before `cutoff`: checks taken for lost."""
+    return (
+        ContainerRegistry.verification_started_at < cutoff,
+        ContainerRegistry.status == VERIFYING,
+    )
+
+
 class VerificationStore:
     def __init__(self, registries: RegistryService, clock: Callable[[], datetime] = utcnow) -> None:
         self.registries = registries
@@ -66,17 +92,13 @@ class VerificationStore:
         asked for again since, taken on by another process, or the registry deleted."""
         claimed_at = self.clock()
         with self.db.write() as session:
-            taken = session.execute(
-                update(ContainerRegistry)
-                .where(
-                    ContainerRegistry.id == request.registry_id,
-                    ContainerRegistry.status == VERIFYING,
-                    ContainerRegistry.verification_started_at == request.asked_at,
-                )
-                .values(verification_started_at=claimed_at)
-                .execution_options(synchronize_session=False)
+            taken = _move(
+                session,
+                request.registry_id,
+                request.asked_at,
+                verification_started_at=claimed_at,
             )
-            if _count(taken) != 1:
+            if not taken:
                 return None
             row = session.get(ContainerRegistry, request.registry_id)
             assert row is not None  # updated just now, in this transaction
@@ -87,17 +109,13 @@ class VerificationStore:
     def finish(self, target: CheckTarget, status: str) -> bool:
         """Write the result; False when a newer request made it stale (nothing written)."""
         with self.db.write() as session:
-            done = session.execute(
-                update(ContainerRegistry)
-                .where(
-                    ContainerRegistry.id == target.registry_id,
-                    ContainerRegistry.status == VERIFYING,
-                    ContainerRegistry.verification_started_at == target.claimed_at,
-                )
-                .values(status=status, verification_started_at=None)
-                .execution_options(synchronize_session=False)
+            return _move(
+                session,
+                target.registry_id,
+                target.claimed_at,
+                status=status,
+                verification_started_at=None,
             )
-            return _count(done) == 1
 
     def stale(self, older_than: timedelta) -> list[CheckRequest]:
         """Checks asked for or begun longer ago than any check takes: their process died."""
@@ -105,10 +123,7 @@ class VerificationStore:
         with self.db.read() as session:
             rows = session.execute(
                 select(ContainerRegistry.id, ContainerRegistry.verification_started_at)
-                .where(
-                    ContainerRegistry.verification_started_at < cutoff,
-                    ContainerRegistry.status == VERIFYING,
-                )
+                .where(*_lost(cutoff))
                 .order_by(ContainerRegistry.verification_started_at)
                 .limit(STALE_BATCH)
             )
@@ -123,10 +138,7 @@ class VerificationStore:
         with self.db.write() as session:
             released = session.execute(
                 update(ContainerRegistry)
-                .where(
-                    ContainerRegistry.verification_started_at < cutoff,
-                    ContainerRegistry.status == VERIFYING,
-                )
+                .where(*_lost(cutoff))
                 .values(status=AVAILABLE, verification_started_at=None)
                 .execution_options(synchronize_session=False)
             )
