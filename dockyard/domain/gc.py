@@ -32,6 +32,7 @@ from dockyard.db.models import (
     Upload,
     utcnow,
 )
+from dockyard.domain.uploads import unclaimed
 from dockyard.storage import BlobStore
 from dockyard.storage.paths import blob_key, upload_prefix
 
@@ -224,7 +225,7 @@ class GarbageCollector:
             candidates = session.execute(
                 select(Upload.id, Upload.region_id).where(
                     Upload.updated_at < stale,
-                    (Upload.claimed_until.is_(None)) | (Upload.claimed_until < now),
+                    unclaimed(now),
                 )
             ).all()
         for done, (upload_id, region_id) in enumerate(candidates, 1):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 
 from dockyard.db import Database
 from dockyard.db.models import Repository, Upload, utcnow
@@ -24,6 +25,11 @@ class UploadState:
 
 def _state(row: Upload) -> UploadState:
     return UploadState(row.id, row.repository_id, row.size, row.started_at)
+
+
+def unclaimed(now: datetime) -> ColumnElement[bool]:
+    """Uploads no writer holds at `now`: never claimed, released, or the claim expired."""
+    return Upload.claimed_until.is_(None) | (Upload.claimed_until < now)
 
 
 def parse_upload_id(upload_ref: str) -> uuid.UUID:
@@ -55,15 +61,7 @@ class UploadService:
 
     def count_open(self, repo: RepoRef, ttl: timedelta) -> int:
         """The repository's upload sessions that garbage collection would not yet expire."""
-        with self.db.read_connection() as session:
-            return int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(Upload)
-                    .where(Upload.repository_id == repo.id, Upload.updated_at >= utcnow() - ttl)
-                )
-                or 0
-            )
+        return self._count_open(ttl, Upload.repository_id == repo.id)
 
     def find(
         self, region_id: uuid.UUID, name: str, upload_id: uuid.UUID
@@ -97,71 +95,64 @@ class UploadService:
         chunks must never be written to storage at the same time.
         """
         now = utcnow()
-        with self.db.write_connection() as session:
-            result = session.execute(
-                update(Upload)
-                .where(
-                    Upload.id == upload.id,
-                    Upload.size == upload.size,
-                    (Upload.claimed_until.is_(None)) | (Upload.claimed_until < now),
-                )
-                .values(claimed_by=holder, claimed_until=now + timedelta(seconds=seconds))
-            )
-            return bool(getattr(result, "rowcount", 0))
+        claimed = self._update(
+            Upload.id == upload.id,
+            Upload.size == upload.size,
+            unclaimed(now),
+            claimed_by=holder,
+            claimed_until=now + timedelta(seconds=seconds),
+        )
+        return bool(claimed)
 
     def renew(self, upload: UploadState, holder: str, seconds: float) -> bool:
-        with self.db.write_connection() as session:
-            result = session.execute(
-                update(Upload)
-                .where(Upload.id == upload.id, Upload.claimed_by == holder)
-                .values(claimed_until=utcnow() + timedelta(seconds=seconds))
-            )
-            return bool(getattr(result, "rowcount", 0))
+        renewed = self._update(
+            Upload.id == upload.id,
+            Upload.claimed_by == holder,
+            claimed_until=utcnow() + timedelta(seconds=seconds),
+        )
+        return bool(renewed)
 
     def release(self, upload: UploadState, holder: str) -> None:
-        with self.db.write_connection() as session:
-            session.execute(
-                update(Upload)
-                .where(Upload.id == upload.id, Upload.claimed_by == holder)
-                .values(claimed_by=None, claimed_until=None)
-            )
+        self._update(
+            Upload.id == upload.id,
+            Upload.claimed_by == holder,
+            claimed_by=None,
+            claimed_until=None,
+        )
 
     def advance(self, upload: UploadState, new_size: int, holder: str) -> bool:
         """Record the new size and let go of the claim, if the claim is still ours."""
-        with self.db.write_connection() as session:
-            result = session.execute(
-                update(Upload)
-                .where(
-                    Upload.id == upload.id,
-                    Upload.size == upload.size,
-                    Upload.claimed_by == holder,
-                )
-                .values(size=new_size, updated_at=utcnow(), claimed_by=None, claimed_until=None)
-            )
-            return bool(getattr(result, "rowcount", 0))
+        advanced = self._update(
+            Upload.id == upload.id,
+            Upload.size == upload.size,
+            Upload.claimed_by == holder,
+            size=new_size,
+            updated_at=utcnow(),
+            claimed_by=None,
+            claimed_until=None,
+        )
+        return bool(advanced)
 
     def count_all_open(self, ttl: timedelta) -> int:
         """Upload sessions of every repository that garbage collection would not yet expire."""
+        return self._count_open(ttl)
+
+    def _count_open(self, ttl: timedelta, *where: ColumnElement[bool]) -> int:
+        fresh = Upload.updated_at >= utcnow() - ttl
         with self.db.read_connection() as session:
-            return int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(Upload)
-                    .where(Upload.updated_at >= utcnow() - ttl)
-                )
-                or 0
-            )
+            found = session.scalar(select(func.count()).select_from(Upload).where(*where, fresh))
+        return int(found or 0)
 
     def release_every_claim(self) -> int:
         """Let go of every claim: for a server that starts on a database only it uses (SQLite),
         any claim left is one a killed process held, and waiting for it to expire would make
         a client's resumed upload fail (416) for up to a minute."""
+        return self._update(Upload.claimed_by.is_not(None), claimed_by=None, claimed_until=None)
+
+    def _update(self, *where: ColumnElement[bool], **values: Any) -> int:
+        """UPDATE the uploads `where` holds, in a transaction of its own; the rows matched."""
         with self.db.write_connection() as session:
-            result = session.execute(
-                update(Upload)
-                .where(Upload.claimed_by.is_not(None))
-                .values(claimed_by=None, claimed_until=None)
-            )
+            result = session.execute(update(Upload).where(*where).values(**values))
             return int(getattr(result, "rowcount", 0))
 
     def forget(self, upload_id: uuid.UUID) -> None:
