@@ -81,6 +81,10 @@ async def put_manifest(request: Request) -> Response:
     return Response(status_code=201, headers=headers)
 
 
+def _unknown(reference: str) -> RegistryError:
+    return RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+
+
 def _lookup_reference(request: Request) -> str:
     """A reference to look up: a digest must be well-formed (DIGEST_INVALID), but a name
     that could never be a tag simply names no manifest (404), as clients expect."""
@@ -88,20 +92,26 @@ def _lookup_reference(request: Request) -> str:
     if is_digest(reference):
         return parse_reference(reference)
     if not TAG_RE.match(reference):
-        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        raise _unknown(reference)
     return reference
 
 
-async def get_manifest(request: Request) -> Response:
-    req = await repo_request(request, PULL)
+async def _looked_up(request: Request, action: str) -> tuple[RepoRequest, RepoRef, str]:
+    """The repository and the reference to find in it; a repository that does not exist
+    holds no such manifest (MANIFEST_UNKNOWN, not NAME_UNKNOWN)."""
+    req = await repo_request(request, action)
     reference = _lookup_reference(request)
     try:
-        repo = await req.repository()
+        return req, await req.repository(), reference
     except RegistryError:
-        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference}) from None
+        raise _unknown(reference) from None
+
+
+async def get_manifest(request: Request) -> Response:
+    req, repo, reference = await _looked_up(request, PULL)
     manifest = await run_in_threadpool(req.context.manifests.get, repo, reference)
     if manifest is None:
-        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        raise _unknown(reference)
     headers = {
         "Docker-Content-Digest": manifest.digest,
         "ETag": f'"{manifest.digest}"',
@@ -112,12 +122,7 @@ async def get_manifest(request: Request) -> Response:
 
 
 async def delete_manifest(request: Request) -> Response:
-    req = await repo_request(request, DELETE)
-    reference = _lookup_reference(request)
-    try:
-        repo = await req.repository()
-    except RegistryError:
-        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference}) from None
+    req, repo, reference = await _looked_up(request, DELETE)
     if not await run_in_threadpool(req.context.manifests.delete, repo, reference):
-        raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        raise _unknown(reference)
     return Response(status_code=202)
