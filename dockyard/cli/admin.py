@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dockyard.cli.options import ConfigOption, DataDirOption, JsonOption
+from dockyard.cli.options import ConfigOption, DataDirOption, JsonOption, ProjectArgument
 from dockyard.cli.options import data_dir_database as _database
 from dockyard.domain import projects
 
@@ -67,7 +67,7 @@ def list_projects(
 
 @tokens_app.command("create")
 def create_token(
-    project: Annotated[str, typer.Argument(help="The project's id.")],
+    project: ProjectArgument,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -86,7 +86,7 @@ def create_token(
 
 @tokens_app.command("list")
 def list_tokens(
-    project: Annotated[str, typer.Argument(help="The project's id.")],
+    project: ProjectArgument,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,

@@ -35,6 +35,7 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ProjectArgument = Annotated[str, typer.Argument(help="The project's id.")]
 
 err = Console(stderr=True)
 

@@ -15,7 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dockyard.cli.options import ConfigOption, DataDirOption, JsonOption, data_dir_database
+from dockyard.cli.options import (
+    ConfigOption,
+    DataDirOption,
+    JsonOption,
+    ProjectArgument,
+    data_dir_database,
+)
 from dockyard.db.models import utcnow
 from dockyard.domain import user_keys, users
 from dockyard.domain.user_keys import KeyInfo
@@ -29,7 +35,6 @@ users_app.add_typer(keys_app, name="keys")
 out = Console()
 
 UserArgument = Annotated[str, typer.Argument(help="The user's id or email.")]
-ProjectArgument = Annotated[str, typer.Argument(help="The project's id.")]
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d{1,7})([mhdw])")
 MAX_LIFETIME = timedelta(days=10 * 366)
