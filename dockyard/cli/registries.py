@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -16,6 +16,8 @@ from dockyard.cli.options import JsonOption
 from dockyard.client import ClientError, DockyardClient
 from dockyard.login_line import docker_login_line
 
+T = TypeVar("T")
+
 app = typer.Typer(help="Manage the container registries of a project through the API.")
 out = Console()
 err = Console(stderr=True)
@@ -23,6 +25,7 @@ err = Console(stderr=True)
 UrlOption = Annotated[
     str, typer.Option("--url", envvar="DOCKYARD_URL", help="Dockyard's base URL.")
 ]
+LOCAL_URL = "http://localhost:5000"
 TokenOption = Annotated[
     str,
     typer.Option(
@@ -47,16 +50,22 @@ def _client(url: str, token: str) -> Iterator[DockyardClient]:
         raise typer.Exit(1) from None
 
 
+def _table(
+    columns: tuple[str, ...], rows: list[dict[str, Any]], *, no_wrap: tuple[str, ...]
+) -> Table:
+    table = Table()
+    for column in columns:
+        table.add_column(column, no_wrap=column in no_wrap)
+    for row in rows:
+        table.add_row(*(str(row.get(column, "")) for column in columns))
+    return table
+
+
 def _show(rows: list[dict[str, Any]], as_json: bool, *, single: bool = False) -> None:
     if as_json:
         print(json.dumps(rows[0] if single else rows, indent=2))
         return
-    table = Table()
-    for column in _COLUMNS:
-        table.add_column(column, no_wrap=column in ("id", "hostname"))
-    for row in rows:
-        table.add_row(*(str(row.get(column, "")) for column in _COLUMNS))
-    out.print(table)
+    out.print(_table(_COLUMNS, rows, no_wrap=("id", "hostname")))
 
 
 def _one(
@@ -68,7 +77,7 @@ def _one(
 
 @app.command("list")
 def list_registries(
-    url: UrlOption = "http://localhost:5000", token: TokenOption = "", as_json: JsonOption = False
+    url: UrlOption = LOCAL_URL, token: TokenOption = "", as_json: JsonOption = False
 ) -> None:
     """List the project's registries: managed ones first, then external ones."""
     with _client(url, token) as client:
@@ -78,7 +87,7 @@ def list_registries(
 @app.command("get")
 def get_registry(
     registry_id: IdArgument,
-    url: UrlOption = "http://localhost:5000",
+    url: UrlOption = LOCAL_URL,
     token: TokenOption = "",
     as_json: JsonOption = False,
 ) -> None:
@@ -86,8 +95,13 @@ def get_registry(
     _one(url, token, as_json, lambda c: c.get_registry(registry_id))
 
 
-def _fields(**values: str | None) -> dict[str, str | None]:
+def _fields(**values: T | None) -> dict[str, T]:
+    """The values given; an option left out is not sent."""
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _password(from_stdin: bool) -> str | None:
+    return typer.get_text_stream("stdin").read().strip() if from_stdin else None
 
 
 @app.command("create")
@@ -101,12 +115,12 @@ def create_registry(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
-    url: UrlOption = "http://localhost:5000",
+    url: UrlOption = LOCAL_URL,
     token: TokenOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Connect an external registry."""
-    password = typer.get_text_stream("stdin").read().strip() if password_stdin else None
+    password = _password(password_stdin)
     fields = _fields(
         name=name,
         registry_type=registry_type,
@@ -129,12 +143,12 @@ def update_registry(
     clear_credentials: Annotated[
         bool, typer.Option("--clear-credentials", help="Remove the stored username and password.")
     ] = False,
-    url: UrlOption = "http://localhost:5000",
+    url: UrlOption = LOCAL_URL,
     token: TokenOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Change an external registry; what you leave out keeps its value."""
-    password = typer.get_text_stream("stdin").read().strip() if password_stdin else None
+    password = _password(password_stdin)
     fields: dict[str, str | None] = _fields(
         name=name, hostname=hostname, username=username, password=password
     )
@@ -146,7 +160,7 @@ def update_registry(
 @app.command("delete")
 def delete_registry(
     registry_id: IdArgument,
-    url: UrlOption = "http://localhost:5000",
+    url: UrlOption = LOCAL_URL,
     token: TokenOption = "",
     as_json: JsonOption = False,
 ) -> None:
@@ -184,7 +198,7 @@ def credentials(
             show_default=False,
         ),
     ] = None,
-    url: UrlOption = "http://localhost:5000",
+    url: UrlOption = LOCAL_URL,
     token: TokenOption = "",
     as_json: JsonOption = False,
 ) -> None:
@@ -204,11 +218,7 @@ def credentials(
             _show([client.revoke_credentials(registry_id)], as_json, single=True)
             return
         if rotate:
-            fields = {
-                key: value
-                for key, value in (("grace_period", grace_period), ("expires_in", expires_in))
-                if value is not None
-            }
+            fields = _fields(grace_period=grace_period, expires_in=expires_in)
             created = client.rotate_credentials(registry_id, **fields)
         else:
             created = client.generate_credentials(registry_id, expires_in=expires_in)
@@ -233,15 +243,6 @@ PageOption = Annotated[int, typer.Option(help="The page, from 1.")]
 PerPageOption = Annotated[int, typer.Option("--per-page", help="Rows a page, at most 100.")]
 
 
-def _table(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> Table:
-    table = Table()
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        table.add_row(*(str(row.get(column, "")) for column in columns))
-    return table
-
-
 def _page_line(meta: dict[str, Any]) -> str:
     pages = max(1, -(-meta["total"] // meta["per_page"]))
     return f"page {meta['page']} of {pages} ({meta['total']} in all)"
@@ -252,7 +253,7 @@ def list_repositories(
     registry_id: IdArgument,
     page: PageOption = 1,
     per_page: PerPageOption = 25,
-    url: UrlOption = "http://localhost:5000",
+    url: UrlOption = LOCAL_URL,
     token: TokenOption = "",
     as_json: JsonOption = False,
 ) -> None:
@@ -263,7 +264,7 @@ def list_repositories(
         print(json.dumps(found, indent=2))
         return
     columns = ("name", "tag_count", "size_bytes", "last_pushed_at")
-    out.print(_table(columns, found["repositories"]))
+    out.print(_table(columns, found["repositories"], no_wrap=columns))
     out.print(f"{_page_line(found['meta'])}; storage used: {found['storage_used_bytes']} bytes")
 
 
@@ -273,7 +274,7 @@ def list_tags(
     name: NameArgument,
     page: PageOption = 1,
     per_page: PerPageOption = 25,
-    url: UrlOption = "http://localhost:5000",
+    url: UrlOption = LOCAL_URL,
     token: TokenOption = "",
     as_json: JsonOption = False,
 ) -> None:
@@ -283,7 +284,8 @@ def list_tags(
     if as_json:
         print(json.dumps(found, indent=2))
         return
-    out.print(_table(("name", "digest", "size_bytes", "pushed_at"), found["tags"]))
+    columns = ("name", "digest", "size_bytes", "pushed_at")
+    out.print(_table(columns, found["tags"], no_wrap=columns))
     out.print(_page_line(found["meta"]))
 
 
@@ -292,7 +294,7 @@ def delete_tag(
     registry_id: IdArgument,
     name: NameArgument,
     tag: Annotated[str, typer.Argument(help="The tag.")],
-    url: UrlOption = "http://localhost:5000",
+    url: UrlOption = LOCAL_URL,
     token: TokenOption = "",
 ) -> None:
     """Remove a tag (its manifest stays pullable by digest until garbage collection)."""
@@ -305,7 +307,7 @@ def delete_tag(
 def delete_repository(
     registry_id: IdArgument,
     name: NameArgument,
-    url: UrlOption = "http://localhost:5000",
+    url: UrlOption = LOCAL_URL,
     token: TokenOption = "",
 ) -> None:
     """Remove a repository with all its tags; the next garbage collection frees its blobs."""
