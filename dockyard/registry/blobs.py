@@ -103,10 +103,8 @@ async def get_blob(request: Request) -> Response:
 async def delete_blob(request: Request) -> Response:
     req = await repo_request(request, DELETE)
     digest = parse_digest(request.path_params["digest"])
-    try:
-        repo = await req.repository()
-    except RegistryError:
-        raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest}) from None
+    unknown = RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+    repo = await req.repository_or(unknown)
     if not await run_in_threadpool(req.context.repositories.unlink_blob, repo, digest):
-        raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        raise unknown
     return Response(status_code=202)

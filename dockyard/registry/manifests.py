@@ -42,14 +42,13 @@ async def _repository_for(req: RepoRequest, parsed: ParsedManifest) -> RepoRef:
     named = sorted({d.digest for d in parsed.blobs}) + sorted({d.digest for d in parsed.manifests})
     if not named:
         return await req.repository_for_push()
-    try:
-        return await req.repository()
-    except RegistryError:
-        raise RegistryError(
+    return await req.repository_or(
+        RegistryError(
             "MANIFEST_BLOB_UNKNOWN",
             f"the manifest references {named[0]}, which this repository does not hold",
             detail={"digest": named[0]},
-        ) from None
+        )
+    )
 
 
 async def put_manifest(request: Request) -> Response:
@@ -97,14 +96,10 @@ def _lookup_reference(request: Request) -> str:
 
 
 async def _looked_up(request: Request, action: str) -> tuple[RepoRequest, RepoRef, str]:
-    """The repository and the reference to find in it; a repository that does not exist
-    holds no such manifest (MANIFEST_UNKNOWN, not NAME_UNKNOWN)."""
+    """The repository and the reference to find in it."""
     req = await repo_request(request, action)
     reference = _lookup_reference(request)
-    try:
-        return req, await req.repository(), reference
-    except RegistryError:
-        raise _unknown(reference) from None
+    return req, await req.repository_or(_unknown(reference)), reference
 
 
 async def get_manifest(request: Request) -> Response:

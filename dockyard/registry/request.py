@@ -31,6 +31,14 @@ class RepoRequest:
             self.context.repositories.get, self.region.region_id, self.name.full
         )
 
+    async def repository_or(self, missing: RegistryError) -> RepoRef:
+        """The existing repository, or `missing`: what was asked for in a repository that
+        does not exist is unknown itself (BLOB_UNKNOWN, MANIFEST_UNKNOWN...), not the name."""
+        try:
+            return await self.repository()
+        except RegistryError:
+            raise missing from None
+
     async def repository_for_push(self) -> RepoRef:
         return await run_in_threadpool(
             self.context.repositories.get_or_create,
