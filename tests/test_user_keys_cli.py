@@ -173,6 +173,7 @@ def test_refusals_say_what_is_wrong_and_change_nothing(
     assert "Unknown scope" in refused(server, *keys, "--scope", "admin")
     assert "not a member" in refused(server, *keys, "--project", beta)
     assert "future" in refused(server, *keys, "--expires-at", "2001-01-01")
+    assert "ten years" in refused(server, *keys, "--expires-at", "3024-01-01")
     assert "--expires-in" in refused(server, *keys, "--expires-in", "5y", code=2)
     assert "--expires-in" in refused(server, *keys, "--expires-in", "99999999d", code=2)
     assert "not both" in refused(

@@ -24,7 +24,7 @@ from dockyard.cli.options import (
 )
 from dockyard.db.models import utcnow
 from dockyard.domain import user_keys, users
-from dockyard.domain.user_keys import KeyInfo
+from dockyard.domain.user_keys import MAX_KEY_LIFETIME, KeyInfo
 from dockyard.domain.users import UserInfo
 
 users_app = typer.Typer(
@@ -37,7 +37,6 @@ out = Console()
 UserArgument = Annotated[str, typer.Argument(help="The user's id or email.")]
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d{1,7})([mhdw])")
-MAX_LIFETIME = timedelta(days=10 * 366)
 
 
 def _user_json(info: UserInfo) -> dict[str, Any]:
@@ -148,7 +147,7 @@ def _expiry(expires_in: str | None, expires_at: str | None, now: datetime) -> da
                 "a number and a unit: m (minutes), h, d or w, e.g. 90d", param_hint="--expires-in"
             )
         lifetime = timedelta(seconds=int(match[1]) * _UNITS[match[2]])
-        if lifetime > MAX_LIFETIME:
+        if lifetime > MAX_KEY_LIFETIME:
             raise typer.BadParameter("at most ten years", param_hint="--expires-in")
         return now + lifetime
     if expires_at is not None:

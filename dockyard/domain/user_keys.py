@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Uuid, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
@@ -58,6 +58,10 @@ def parse_scopes(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(scope for scope in SCOPES if scope in asked)
 
 
+# Beyond this an expiry is a typo (year 3024) rather than a choice.
+MAX_KEY_LIFETIME = timedelta(days=10 * 366)
+
+
 def create_key(
     db: Database,
     user_ref: str,
@@ -72,8 +76,12 @@ def create_key(
     `projects`: an allow-list, of projects the user is a member of; empty: all of them."""
     stored_scopes = parse_scopes(scopes)
     name = check_name(name, "Key name")
-    if expires_at is not None and expires_at <= (now or utcnow()):
-        raise RefusedError("The key's expiry must be in the future")
+    if expires_at is not None:
+        moment = now or utcnow()
+        if expires_at <= moment:
+            raise RefusedError("The key's expiry must be in the future")
+        if expires_at - moment > MAX_KEY_LIFETIME:
+            raise RefusedError("The key's expiry must be at most ten years away")
     with db.write() as session:
         user = find_user(session, user_ref)
         allowed: list[uuid.UUID] = []
