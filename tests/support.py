@@ -48,8 +48,12 @@ _candidates = itertools.cycle(_port_slice())
 
 
 def _claim(port: int) -> bool:
+    """Whether this process now holds the port. Never twice: a port is given out once."""
     _LOCKS.mkdir(exist_ok=True)
-    fd = os.open(_LOCKS / str(port), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fd = os.open(_LOCKS / str(port), os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:  # another user's lock file
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
