@@ -11,8 +11,11 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
+from starlette.requests import Request
 
+from dockyard.app import create_app
 from dockyard.db.models import Upload, utcnow
 from dockyard.domain.registry_fields import MAX_HOSTNAME, MAX_NAME, MAX_PASSWORD, MAX_USERNAME
 from tests.oci_client import (
@@ -333,3 +336,19 @@ def test_a_client_that_pushes_before_its_login_goes_on_without_a_dead_connection
             refused = client.post(f"/v2/{NAME}/blobs/uploads/?digest={digest}", content=blob)
             assert refused.status_code == 401
             assert client.get("/v2/").status_code == 401
+
+
+def test_a_500_says_the_connection_closes(services, settings):
+    # An unhandled error is answered outside every middleware; its request's body may be
+    # unread, as here, where the failing route never reads it.
+    app = create_app(settings, services)
+
+    async def broken(request: Request) -> None:
+        raise RuntimeError("a bug")
+
+    app.add_route("/broken", broken, methods=["POST"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.post("/broken", content=b"x" * 1000)
+    assert answer.status_code == 500
+    assert answer.json() == {"errors": ["Something went wrong on our side; please try again"]}
+    assert answer.headers["connection"] == "close"
