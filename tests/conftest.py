@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from dockyard.app import Services, build_services, create_app
@@ -125,6 +125,19 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
     for client, services in built:
         client.close()
         services.close()
+
+
+@pytest.fixture
+def statements(services: Services) -> Iterator[list[str]]:
+    """The SQL the test's services send, as they send it: an answer from memory sends none."""
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement)
+
+    event.listen(services.db.engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(services.db.engine, "before_cursor_execute", record)
 
 
 @pytest.fixture

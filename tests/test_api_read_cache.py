@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import event, update
 
-from dockyard.app import Services
 from dockyard.db import Database
 from dockyard.db.changes import NoChangeFeed
 from dockyard.db.models import ContainerRegistry
@@ -17,19 +14,6 @@ from dockyard.domain.projects import create_project, create_token, revoke_token
 URL = "/v1/container_registries"
 HUB = {"name": "Hub", "registry_type": "docker_hub"}
 NOTIFY_DEADLINE_SECONDS = 5.0
-
-
-@pytest.fixture
-def statements(services: Services) -> Iterator[list[str]]:
-    """The SQL the server sends to the database, as it sends it."""
-    sent: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        sent.append(statement)
-
-    event.listen(services.db.engine, "before_cursor_execute", record)
-    yield sent
-    event.remove(services.db.engine, "before_cursor_execute", record)
 
 
 def names(client, auth) -> list[str]:

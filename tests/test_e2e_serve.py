@@ -152,6 +152,8 @@ def test_keys_prints_settings_that_replicas_can_share(tmp_path) -> None:
         timeout=60,
     ).stdout
     values = dict(line.split("=", 1) for line in shlex.split(printed))
+    # The two keys replicas share, and nothing else.
+    assert set(values) == {"DOCKYARD_ENCRYPTION_KEY", "DOCKYARD_TOKEN_SIGNING_KEY"}
     settings = Settings(
         data_dir=tmp_path,
         encryption_key=values["DOCKYARD_ENCRYPTION_KEY"],

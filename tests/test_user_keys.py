@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from dockyard.app import Services, build_services, create_app
 from dockyard.config import Settings
@@ -107,19 +107,6 @@ def errors(response, status: int) -> list[str]:
     assert set(body) == {"errors"} and body["errors"]
     assert all(isinstance(sentence, str) and sentence for sentence in body["errors"])
     return body["errors"]
-
-
-@pytest.fixture
-def statements(services: Services) -> Iterator[list[str]]:
-    """The SQL the server sends, to tell an answer from memory from one read anew."""
-    sent: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        sent.append(statement)
-
-    event.listen(services.db.engine, "before_cursor_execute", record)
-    yield sent
-    event.remove(services.db.engine, "before_cursor_execute", record)
 
 
 def from_memory(client, statements: list[str], *callers: dict[str, str]) -> list[list[str]]:
