@@ -21,7 +21,7 @@ from dockyard.db import Database
 from dockyard.db.models import Membership, User, UserApiKey, UserApiKeyProject, utcnow
 from dockyard.domain.errors import NotFoundError, RefusedError
 from dockyard.domain.projects import find_project
-from dockyard.domain.users import check_name, find_user
+from dockyard.domain.users import check_name, find_user, membership
 from dockyard.security import hash_api_token, is_user_api_key, new_user_api_key
 
 READ = "read"
@@ -87,7 +87,7 @@ def create_key(
         allowed: list[uuid.UUID] = []
         for ref in projects:
             project = find_project(session, ref)
-            if session.get(Membership, (user.id, project.id)) is None:
+            if membership(session, user.id, project.id) is None:
                 raise RefusedError(
                     f"User {user.email} is not a member of project {project.id}; "
                     "add them first (dockyard users add-member)"
@@ -117,19 +117,7 @@ def list_keys(db: Database, user_ref: str | None = None) -> list[KeyInfo]:
         query = select(UserApiKey).order_by(UserApiKey.created_at, UserApiKey.id)
         if user_ref is not None:
             query = query.where(UserApiKey.user_id == find_user(session, user_ref).id)
-        rows = list(session.scalars(query))
-        listed: dict[uuid.UUID, list[uuid.UUID]] = {}
-        if rows:
-            for key_id, project_id in session.execute(
-                select(UserApiKeyProject.key_id, UserApiKeyProject.project_id).where(
-                    UserApiKeyProject.key_id.in_([row.id for row in rows])
-                )
-            ):
-                listed.setdefault(key_id, []).append(project_id)
-        return [
-            _info(row, tuple(sorted(listed.get(row.id, []))) if row.restricted else None)
-            for row in rows
-        ]
+        return _infos(session, list(session.scalars(query)))
 
 
 def revoke_key(db: Database, key_ref: str) -> KeyInfo:
@@ -150,10 +138,24 @@ def revoke_key(db: Database, key_ref: str) -> KeyInfo:
                 update(UserApiKey).where(UserApiKey.id == row.id).values(revoked_at=utcnow())
             )
             session.refresh(row)
-        allowed = session.scalars(
-            select(UserApiKeyProject.project_id).where(UserApiKeyProject.key_id == row.id)
-        )
-        return _info(row, tuple(sorted(allowed)) if row.restricted else None)
+        [info] = _infos(session, [row])
+        return info
+
+
+def _infos(session: Session, rows: list[UserApiKey]) -> list[KeyInfo]:
+    """The keys as shown, each with its allow-list, read in one statement."""
+    listed: dict[uuid.UUID, list[uuid.UUID]] = {}
+    if rows:
+        for key_id, project_id in session.execute(
+            select(UserApiKeyProject.key_id, UserApiKeyProject.project_id).where(
+                UserApiKeyProject.key_id.in_([row.id for row in rows])
+            )
+        ):
+            listed.setdefault(key_id, []).append(project_id)
+    return [
+        _info(row, tuple(sorted(listed.get(row.id, []))) if row.restricted else None)
+        for row in rows
+    ]
 
 
 def _info(row: UserApiKey, project_ids: tuple[uuid.UUID, ...] | None) -> KeyInfo:

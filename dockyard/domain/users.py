@@ -73,7 +73,7 @@ def find_user(session: Session, user_ref: str) -> User:
     return user
 
 
-def _member(session: Session, user_id: uuid.UUID, project_id: uuid.UUID) -> Membership | None:
+def membership(session: Session, user_id: uuid.UUID, project_id: uuid.UUID) -> Membership | None:
     return session.get(Membership, (user_id, project_id))
 
 
@@ -122,7 +122,7 @@ def add_member(db: Database, user_ref: str, project_ref: str, *, default: bool =
         with db.write() as session:
             user = find_user(session, user_ref)
             project = find_project(session, project_ref)
-            if _member(session, user.id, project.id) is None:
+            if membership(session, user.id, project.id) is None:
                 session.add(Membership(user_id=user.id, project_id=project.id))
             if default:
                 user.default_project_id = project.id
@@ -139,7 +139,7 @@ def remove_member(db: Database, user_ref: str, project_ref: str) -> UserInfo:
     with db.write() as session:
         user = find_user(session, user_ref)
         project: Project = find_project(session, project_ref)
-        if _member(session, user.id, project.id) is None:
+        if membership(session, user.id, project.id) is None:
             raise NotFoundError(f"User {user.email} is not a member of project {project.id}")
         session.execute(
             delete(Membership).where(
