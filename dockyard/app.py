@@ -11,6 +11,7 @@ from datetime import timedelta
 from anyio import to_thread
 from fastapi import FastAPI
 from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 from dockyard import __version__
 from dockyard.api import audit, regions, registries, repositories
@@ -62,6 +63,16 @@ async def collect_periodically(services: Services) -> None:
         )
 
 
+class _Dockyard(FastAPI):
+    """FastAPI with two middlewares outside Starlette's ServerErrorMiddleware, which
+    add_middleware puts everything inside of: the 500 it answers for an unhandled error
+    gets a request id like every answer, and Connection: close when the failing request's
+    body was left unread."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIds(CloseWhenBodyUnread(super().build_middleware_stack()))
+
+
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     services = services or build_services(settings)
 
@@ -79,7 +90,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             await asyncio.gather(collecting, return_exceptions=True)
         services.close()
 
-    app = FastAPI(
+    app = _Dockyard(
         title="Dockyard",
         version=__version__,
         description="The Container Registries API of a self-hosted container registry service.",
@@ -118,6 +129,4 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return labels[0]
 
     app.add_middleware(RecordRequests, metrics=services.metrics, labels=route_labels)
-    app.add_middleware(CloseWhenBodyUnread)
-    app.add_middleware(RequestIds)  # outermost: every answer and log line gets its id
     return app

@@ -338,9 +338,9 @@ def test_a_client_that_pushes_before_its_login_goes_on_without_a_dead_connection
             assert client.get("/v2/").status_code == 401
 
 
-def test_a_500_says_the_connection_closes(services, settings):
-    # An unhandled error is answered outside every middleware; its request's body may be
-    # unread, as here, where the failing route never reads it.
+def test_a_500_says_the_connection_closes_and_names_its_request(services, settings):
+    # Starlette answers an unhandled error outside the middlewares added to the app; the
+    # failing route here never reads the request's body.
     app = create_app(settings, services)
 
     async def broken(request: Request) -> None:
@@ -352,3 +352,4 @@ def test_a_500_says_the_connection_closes(services, settings):
     assert answer.status_code == 500
     assert answer.json() == {"errors": ["Something went wrong on our side; please try again"]}
     assert answer.headers["connection"] == "close"
+    assert answer.headers["x-request-id"]

@@ -84,10 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        # Starlette answers this one outside every middleware, CloseWhenBodyUnread too; the
-        # request's body may be unread, and a fresh connection costs nothing after a bug.
-        closing = {"Connection": "close"} if request.scope.get("http_version") != "2" else None
-        return error_response(500, ["Something went wrong on our side; please try again"], closing)
+        return error_response(500, ["Something went wrong on our side; please try again"])
 
     async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         if not is_unavailable(exc):  # an integrity or programming error: a bug, a 500
