@@ -136,7 +136,7 @@ def test_a_metrics_token_guards_the_scrape(make_client) -> None:
 
 
 @pytest.fixture
-def real_server(tmp_path: Path, request: pytest.FixtureRequest):
+def real_server(tmp_path: Path):
     srv = start_server(tmp_path, f"sqlite:///{tmp_path / 'data' / 'dockyard.db'}")
     yield srv
     srv.stop()
