@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from dockyard.api import audit, regions, registries, repositories
 from dockyard.api.errors import install_error_handlers
 from dockyard.api.operations import install_operations
 from dockyard.api.read_cache import CachedReads
+from dockyard.body_deadline import BodyDeadline
 from dockyard.config import Settings
 from dockyard.console import install_console
 from dockyard.domain.gc import GarbageCollector, GcBusyError
@@ -64,13 +66,21 @@ async def collect_periodically(services: Services) -> None:
 
 
 class _Dockyard(FastAPI):
-    """FastAPI with two middlewares outside Starlette's ServerErrorMiddleware, which
+    """FastAPI with three middlewares outside Starlette's ServerErrorMiddleware, which
     add_middleware puts everything inside of: the 500 it answers for an unhandled error
     gets a request id like every answer, and Connection: close when the failing request's
-    body was left unread."""
+    body was left unread; a body that comes too slowly is cut off whatever the app does."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self.body_timeout = settings.body_timeout_seconds
+        self.body_min_rate = settings.body_min_rate
+        super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestIds(CloseWhenBodyUnread(super().build_middleware_stack()))
+        inner = CloseWhenBodyUnread(super().build_middleware_stack())
+        return RequestIds(
+            BodyDeadline(inner, timeout=self.body_timeout, min_rate=self.body_min_rate)
+        )
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -91,6 +101,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         services.close()
 
     app = _Dockyard(
+        settings,
         title="Dockyard",
         version=__version__,
         description="The Container Registries API of a self-hosted container registry service.",

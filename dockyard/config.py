@@ -109,6 +109,23 @@ class Settings(BaseSettings):
     # The HTTP server under the app: granian sends files through the ASGI pathsend
     # extension (blob pulls without copying through Python); uvicorn is the common default.
     server: Literal["uvicorn", "granian"] = "granian"
+    # Worker processes of `serve` (granian); 0: one per CPU core. Each has its own event
+    # loop, database pool and caches; what they must agree on lives in the database.
+    workers: int = Field(default=0, ge=0, le=512)
+    # Connections one worker holds at once, idle keep-alive ones included; more wait in
+    # the listen backlog. Each takes a file descriptor: `serve` raises its soft limit.
+    max_connections: int = Field(default=16384, ge=16, le=1_000_000)
+    listen_backlog: int = Field(default=4096, ge=128, le=65535)
+    # How long a request's headers may take to arrive; a keep-alive connection waiting
+    # for its next request is waiting for headers too, so this also ends idle ones.
+    header_timeout_seconds: float = Field(default=20, ge=0.1, le=3600)
+    # A request body may keep the server waiting this long in all, plus one second for
+    # every `body_min_rate` bytes it has sent (Apache's mod_reqtimeout body=20,MinRate=500):
+    # a 5 GiB layer over a slow but live link gets through, a dribble does not.
+    body_timeout_seconds: float = Field(default=20, ge=0.1, le=3600)
+    body_min_rate: int = Field(default=500, ge=1)
+    # Set by `serve` for its workers: where they keep the counts /metrics sums up.
+    metrics_dir: Path | None = None
     # Repeated /v1 reads answered from memory while the database is unchanged. Off where
     # changes cannot be seen: PostgreSQL behind a pooler that drops LISTEN/NOTIFY.
     read_cache: bool = True

@@ -8,9 +8,9 @@ client's mistake or an attack, answered with 431 before any handler parses it.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dockyard.early_refusal import refuse
 
 # name, ": ", value and CRLF of every line, as they came on the wire
 _LINE_OVERHEAD = 4
@@ -31,25 +31,5 @@ class HeaderLimit:
 
     async def _refuse(self, scope: Scope, size: int, send: Send) -> None:
         message = f"the request's headers are {size} bytes, more than the {self.max_bytes} allowed"
-        error: object = message
-        if scope["path"].startswith("/v2/") or scope["path"] == "/v2":
-            # Registry clients read OCI-shaped errors; no OCI code is about headers, and
-            # SIZE_INVALID ("a size does not match") is the nearest.
-            error = {
-                "code": "SIZE_INVALID",
-                "message": message,
-                "detail": {"limit": self.max_bytes},
-            }
-        body = json.dumps({"errors": [error]}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 431,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        # No OCI code is about headers; SIZE_INVALID ("a size does not match") is the nearest.
+        await refuse(scope, send, 431, message, "SIZE_INVALID", {"limit": self.max_bytes})

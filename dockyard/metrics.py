@@ -13,9 +13,11 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,8 +31,18 @@ _PARAMETER = re.compile(r"\{[^}]+\}")
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Where the worker processes of one server keep their counts (prometheus_client's
+    # multiprocess mode, which `serve` turns on for them): a scrape lands on any one
+    # worker and must answer for all. None: this process's own counts.
+    shared_dir: Path | None = None
+    _watched: list[Collector] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.shared_dir is not None and not _multiprocess_values():
+            raise RuntimeError(
+                "metrics shared between processes need PROMETHEUS_MULTIPROC_DIR set "
+                "before prometheus_client is imported"
+            )
         r = self.registry
         self.requests = Counter(
             "dockyard_http_requests",
@@ -52,8 +64,9 @@ class Metrics:
         )
         self.uploading = Gauge(
             "dockyard_upload_requests_in_progress",
-            "Blob upload requests (POST, PATCH, PUT) this process is handling now",
+            "Blob upload requests (POST, PATCH, PUT) this server is handling now",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.gc_runs = Counter(
             "dockyard_gc_runs",
@@ -64,7 +77,24 @@ class Metrics:
 
     def watch(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A gauge whose value is read when Prometheus scrapes (from the database, say)."""
-        self.registry.register(_ReadOnScrape(name, help_text, read))
+        collector = _ReadOnScrape(name, help_text, read)
+        self.registry.register(collector)
+        self._watched.append(collector)
+
+    def scrape(self) -> bytes:
+        """The text exposition of every metric, summed over the server's processes."""
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
+        for collector in self._watched:
+            registry.register(collector)
+        return generate_latest(registry)
+
+
+def _multiprocess_values() -> bool:
+    # prometheus_client picks where values live once, when it is imported.
+    return bool(values.ValueClass.__name__ == "MmapedValue")
 
 
 class _ReadOnScrape(Collector):

@@ -113,7 +113,7 @@ def build_services(
             max_keys=settings.login_throttle_max_keys,
             clock=clock,
         ),
-        metrics=Metrics(),
+        metrics=Metrics(shared_dir=settings.metrics_dir),
         browse=BrowseService(db, registries, stores),
         verifier=Verifier.build(VerificationStore(registries), settings),
         now=now,

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _CONNECTION = b"connection"
 
 
-def _announces_body(scope: Scope) -> bool:
+def announces_body(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return True
@@ -32,7 +32,7 @@ class CloseWhenBodyUnread:
         if (
             scope["type"] != "http"
             or scope.get("http_version") not in ("1.0", "1.1")
-            or not _announces_body(scope)
+            or not announces_body(scope)
         ):
             await self.app(scope, receive, send)
             return

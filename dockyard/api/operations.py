@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from dockyard.api.errors import error_response
@@ -77,5 +77,5 @@ def install_operations(app: FastAPI, services: Services) -> None:
                     ["GET /metrics needs Authorization: Bearer <DOCKYARD_METRICS_TOKEN>"],
                     {"WWW-Authenticate": "Bearer"},
                 )
-        body = await run_in_threadpool(generate_latest, services.metrics.registry)
+        body = await run_in_threadpool(services.metrics.scrape)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

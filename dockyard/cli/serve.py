@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
+import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +23,7 @@ from dockyard.config import Settings
 from dockyard.domain.projects import NewProject, create_first_project
 from dockyard.log_redaction import protect_access_logs
 from dockyard.log_setup import configure as configure_logging
+from dockyard.run_granian import METRICS_DIR_PREFIX
 
 # granian's default leaves out the query string, which says what an upload request did.
 ACCESS_LOG = '[%(time)s] %(addr)s - "%(method)s %(path)s?%(query_string)s %(protocol)s" %(status)d'
@@ -69,16 +73,55 @@ def _announce(settings: Settings, first: NewProject) -> None:
     print(curl, flush=True)
 
 
+def _port_taken(host: str, port: int) -> OSError | None:
+    """Why nothing else may listen here, if something does. granian's workers bind with
+    SO_REUSEPORT, which the kernel lets a second such server share: two Dockyards would
+    split the traffic between their databases. A bind without it fails while anyone
+    listens. (Two servers starting in the same instant can still both pass.)"""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            probe.bind(address)
+    except OSError as error:
+        return error
+    return None
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.workers or len(os.sched_getaffinity(0))
+
+
 def serve(
     host: Annotated[
         str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 5000).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes (default: DOCKYARD_WORKERS, else one per CPU core).",
+            min=1,
+            max=512,
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Start Dockyard: the /v1 API (and the registry) on one port."""
-    settings = settings_from(config, data_dir=data_dir, host=host, port=port)
+    settings = settings_from(config, data_dir=data_dir, host=host, port=port, workers=workers)
+    taken = _port_taken(settings.host, settings.port)
+    if taken is not None:
+        reason = (
+            "another process (perhaps another Dockyard) already listens there"
+            if taken.errno == errno.EADDRINUSE
+            else taken.strerror or str(taken)
+        )
+        err.print(f"[red]Cannot listen on {settings.host}:{settings.port}: {reason}.[/red]")
+        raise typer.Exit(1)
     missing = settings.missing_replica_settings()
     if missing:
         # Keys generated per process would differ between replicas: tokens issued by one
@@ -111,31 +154,48 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         server_header=False,
+        backlog=settings.listen_backlog,
+        timeout_keep_alive=max(1, round(settings.header_timeout_seconds)),
     )
 
 
 def _serve_with_granian(settings: Settings, config: Path | None) -> None:
-    """Become the granian server (exec: same PID, none of this process's memory: Typer, Rich,
-    Alembic), which builds the app from the settings, passed on as environment."""
+    """Become granian's supervisor (exec: same PID, none of this process's memory: Typer,
+    Rich, Alembic), whose workers build the app from the settings, passed on as environment.
+    Migrations, the first project and the keys are made here, once, before any worker."""
     os.environ.update(
-        DOCKYARD_DATA_DIR=str(settings.data_dir),
+        DOCKYARD_DATA_DIR=str(settings.data_dir.resolve()),
         DOCKYARD_HOST=settings.host,
         DOCKYARD_PORT=str(settings.port),
         DOCKYARD_LOG_LEVEL=settings.log_level,
+        DOCKYARD_WORKERS=str(settings.workers),
     )
     if config is not None:
         os.environ["DOCKYARD_CONFIG"] = str(config)
+    # Counters every worker adds to, in files of this server's own (prometheus_client's
+    # multiprocess mode, chosen when the library is imported: so before any worker is).
+    metrics_dir = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
+    os.environ.update(PROMETHEUS_MULTIPROC_DIR=metrics_dir, DOCKYARD_METRICS_DIR=metrics_dir)
     # A fixed mmap threshold makes glibc hand large buffers (argon2's 19 MiB, upload
     # batches) back to the system when freed, instead of keeping them in the heap.
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(256 * 1024))
     argv = [
         sys.executable,
+        "-P",  # -m would put the working directory first on sys.path
         "-m",
         "dockyard.run_granian",
         "--host",
         settings.host,
         "--port",
         str(settings.port),
+        "--workers",
+        str(worker_count(settings)),
+        "--max-connections",
+        str(settings.max_connections),
+        "--backlog",
+        str(settings.listen_backlog),
+        "--header-timeout",
+        str(settings.header_timeout_seconds),
         "--log-level",
         settings.log_level,
         "--log-format",
