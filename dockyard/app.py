@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from anyio import to_thread
 from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
@@ -18,6 +19,7 @@ from dockyard.api import audit, regions, registries, repositories
 from dockyard.api.errors import install_error_handlers
 from dockyard.api.operations import install_operations
 from dockyard.api.read_cache import CachedReads
+from dockyard.client_gone import client_gone
 from dockyard.config import Settings
 from dockyard.console import install_console
 from dockyard.domain.gc import GarbageCollector, GcBusyError
@@ -101,6 +103,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_middleware(
         CachedReads,
         feed=services.changes,
