@@ -11,6 +11,7 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
@@ -20,6 +21,7 @@ from dockyard.api.errors import install_error_handlers
 from dockyard.api.operations import install_operations
 from dockyard.api.read_cache import CachedReads
 from dockyard.body_deadline import BodyDeadline
+from dockyard.client_gone import client_gone
 from dockyard.config import Settings
 from dockyard.console import install_console
 from dockyard.domain.gc import GarbageCollector, GcBusyError
@@ -112,6 +114,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_middleware(
         CachedReads,
         feed=services.changes,

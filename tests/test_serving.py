@@ -298,6 +298,7 @@ def test_a_body_dribbled_a_byte_at_a_time_is_cut_off_with_408(impatient: Server,
         assert answered.startswith(b"HTTP/1.1 408"), answered
         assert b"too slowly" in answered
         assert b"connection: close" in answered.lower()
+    assert "Traceback" not in impatient.log()
 
 
 def test_a_slow_but_steady_body_gets_through(impatient: Server) -> None:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dockyard.client_gone import client_gone
 from dockyard.registry import blobs, listings, manifests, uploads
 from dockyard.registry.access import authenticate
 from dockyard.registry.context import RegistryContext, get_context
@@ -69,10 +70,6 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         return await _unexpected(request, exc)
     log_unavailable(request.method, request.url.path, exc)
     return RegistryError("UNAVAILABLE", V2_MESSAGE, headers=RETRY_AFTER).response()
-
-
-async def _disconnect(_request: Request, _exc: Exception) -> Response:
-    return Response(status_code=400)  # nobody is listening any more
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -135,7 +132,7 @@ def create_registry_app(context: RegistryContext) -> ASGIApp:
             HTTPException: _http_error,
             StorageError: _storage_error,
             **dict.fromkeys(HANDLED, _database_error),
-            ClientDisconnect: _disconnect,
+            ClientDisconnect: client_gone,
             Exception: _unexpected,
         },
     )
