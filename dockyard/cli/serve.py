@@ -146,6 +146,10 @@ def serve(
         services.close()  # the server process builds its own from the same settings
         _serve_with_granian(settings, config)
         return
+    if settings.workers > 1:
+        logging.getLogger("dockyard.serve").warning(
+            "DOCKYARD_SERVER=uvicorn serves from this one process; --workers is granian's"
+        )
     protect_access_logs("uvicorn.access")
     uvicorn.run(
         create_app(settings, services),
