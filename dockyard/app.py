@@ -12,7 +12,7 @@ from typing import Any
 from anyio import to_thread
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from dockyard import __version__
@@ -127,10 +127,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(repositories.router)
     app.state.registry = services.registry
-    app.add_route("/auth/token", token_endpoint, methods=["GET", "POST"], include_in_schema=False)
-    app.router.routes.append(
-        matching_any_character(Mount("/v2", app=create_registry_app(services.registry)))
-    )
+    # First, ahead of the /v1 routers: nearly every request is a registry client's, and
+    # Starlette tries routes in order. No other route's path starts with /v2 or /auth.
+    app.router.routes[:0] = [
+        Route("/auth/token", token_endpoint, methods=["GET", "POST"], include_in_schema=False),
+        matching_any_character(Mount("/v2", app=create_registry_app(services.registry))),
+    ]
 
     install_operations(app, services)
     if settings.console:

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 API_TOKEN_PREFIX = "dky_"  # noqa: S105 (a prefix, not a secret)
 # A user's API key: told apart from a project's token by its prefix alone, so that a request
 # is looked up in one table only (and secret scanners can tell them apart too).
 USER_API_KEY_PREFIX = "dkyu_"
 KEY_FILE = "encryption.key"
-_PROVEN_LIMIT = 10_000
 _CIPHER_VERSION = "v1"
 
 
@@ -47,56 +48,70 @@ def hash_api_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# The stored form of a robot secret: this prefix, then HMAC-SHA256 of the secret in hex, and,
+# when it replaced an argon2 hash, "$" and that hash's secret id (see robot_secrets).
+ROBOT_DIGEST_PREFIX = "hmac-sha256$"
+_ARGON2_PREFIX = "$argon2"
+ROBOT_KEY_PURPOSE = b"dockyard robot secret digests v1"
+
+
+def derive_key(master: bytes, purpose: bytes) -> bytes:
+    """A key of its own for one use of the master key: a digest never helps to open a
+    ciphertext, nor the other way round."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(master)
+
+
 class SecretHasher:
-    """argon2id for robot secrets, which people paste into CI systems and type."""
+    """Robot secrets as keyed digests (HMAC-SHA256); argon2id hashes stored before still
+    verify, and are replaced on the next login that proves them (see RobotDirectory).
 
-    def __init__(
-        self,
-        *,
-        time_cost: int = 2,
-        memory_cost: int = 19 * 1024,
-        concurrency: int = 4,
-        proven_seconds: float = 300.0,
-    ) -> None:
-        # OWASP's argon2id floor (19 MiB, t=2, p=1): many concurrent logins must not
-        # each claim the 64 MiB of the library default.
-        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=1)
-        # A burst of logins queues here instead of taking memory_cost each at once.
-        self._slots = threading.BoundedSemaphore(concurrency)
-        self.proven_seconds = proven_seconds
-        self._proven: dict[bytes, float] = {}
+    A robot secret is 256 random bits: no guessing finds one, so a slow hash bought
+    nothing but ~20 ms and 19 MiB of every login (GitHub and GitLab keep such tokens as a
+    SHA-256 digest). Keyed, a copy of the database alone does not even tell whether a
+    secret seen elsewhere (a CI log) belongs to one of its robots.
+    """
 
-    def hash(self, secret: str) -> str:
-        with self._slots:
-            return self._hasher.hash(secret)
+    def __init__(self, key: bytes, *, argon2_concurrency: int = 4) -> None:
+        if len(key) != 32:
+            raise ValueError("the digest key must be 32 bytes")
+        self._key = key
+        # Only verifies, with the parameters each stored hash names.
+        self._argon2 = PasswordHasher()
+        # A burst of logins of argon2 robots queues here instead of taking 19 MiB each.
+        self._slots = threading.BoundedSemaphore(argon2_concurrency)
 
-    @staticmethod
-    def _pair(stored_hash: str, secret: str) -> bytes:
-        return hashlib.sha256(f"{stored_hash}\0{secret}".encode("utf-8", "surrogatepass")).digest()
+    def _digest(self, secret: str) -> str:
+        data = secret.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
-    def proven(self, stored_hash: str, secret: str) -> bool:
-        """Whether verify() found this pair right recently: a lookup, never argon2."""
-        return self._proven.get(self._pair(stored_hash, secret), 0.0) > time.monotonic()
+    def hash(self, secret: str, carried_id: str | None = None) -> str:
+        stored = ROBOT_DIGEST_PREFIX + self._digest(secret)
+        return stored if carried_id is None else f"{stored}${carried_id}"
 
     def verify(self, stored_hash: str, secret: str) -> bool:
-        # Clients ask for a token before nearly every push and pull with the same secret;
-        # a pair proven right recently is trusted without another 20 ms of argon2. Only
-        # successes are remembered (guessing stays slow), as a digest of the pair (never
-        # the secret), and a new hash (new credentials) never matches an old entry.
-        key = self._pair(stored_hash, secret)
-        now = time.monotonic()
-        if self._proven.get(key, 0.0) > now:
-            return True
+        if stored_hash.startswith(ROBOT_DIGEST_PREFIX):
+            digest = stored_hash[len(ROBOT_DIGEST_PREFIX) :].partition("$")[0]
+            return hmac.compare_digest(digest, self._digest(secret))
+        if not stored_hash.startswith(_ARGON2_PREFIX):
+            return False
         with self._slots:
             try:
-                valid = self._hasher.verify(stored_hash, secret)
+                return bool(self._argon2.verify(stored_hash, secret))
             except (VerificationError, InvalidHashError):
                 return False
-        if valid:
-            if len(self._proven) >= _PROVEN_LIMIT:
-                self._proven.clear()
-            self._proven[key] = now + self.proven_seconds
-        return valid
+
+    @staticmethod
+    def outdated(stored_hash: str) -> bool:
+        """Whether this is a slow hash, to be replaced once its secret is proven."""
+        return not stored_hash.startswith(ROBOT_DIGEST_PREFIX)
+
+
+def carried_id(stored_hash: str) -> str | None:
+    """The secret id an upgraded digest kept from the argon2 hash it replaced."""
+    if not stored_hash.startswith(ROBOT_DIGEST_PREFIX):
+        return None
+    _, sep, kept = stored_hash[len(ROBOT_DIGEST_PREFIX) :].partition("$")
+    return kept if sep else None
 
 
 class DecryptionError(Exception):

@@ -23,7 +23,13 @@ from dockyard.domain.verification import VerificationStore
 from dockyard.metrics import Metrics
 from dockyard.registry.context import RegistryContext, RobotStanding, UploadHashers
 from dockyard.registry.tokens import TokenService, load_or_create_signing_key
-from dockyard.security import Cipher, SecretHasher, load_or_create_key
+from dockyard.security import (
+    ROBOT_KEY_PURPOSE,
+    Cipher,
+    SecretHasher,
+    derive_key,
+    load_or_create_key,
+)
 from dockyard.storage import BlobStore
 from dockyard.storage.factory import build_store
 from dockyard.throttle import Throttle
@@ -77,8 +83,10 @@ def build_services(
     now: Callable[[], datetime] = utcnow,  # the wall clock: expiries and grace periods
 ) -> Services:
     db = db or Database(settings.resolved_database_url)
-    cipher = Cipher(load_or_create_key(_secret(settings.encryption_key), settings.data_dir))
-    hasher = SecretHasher()
+    key = load_or_create_key(_secret(settings.encryption_key), settings.data_dir)
+    cipher = Cipher(key)
+    # From the key every replica shares: a digest stored by one verifies on all.
+    hasher = SecretHasher(derive_key(key, ROBOT_KEY_PURPOSE))
     registries = RegistryService(db, settings, cipher)
     robots = RobotDirectory(db, hasher, now)
     tokens = TokenService(

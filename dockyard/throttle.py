@@ -3,7 +3,7 @@
 Counted in this process's memory: each replica behind a load balancer keeps its own
 counts, so N replicas together allow up to N times the configured failures. That is
 enough for the point of it, which is to keep guessing slow and cheap for us (a blocked
-source never reaches argon2), not to keep exact global counts; robot secrets and API
+source never reaches the password check), not to keep exact global counts; robot secrets and API
 tokens carry 256 random bits, so no rate of guessing finds one anyway.
 
 Only failures count, in a sliding window: a source or an account is refused once its last

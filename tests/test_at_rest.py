@@ -15,7 +15,6 @@ from dockyard.security import (
     KEY_FILE,
     Cipher,
     DecryptionError,
-    SecretHasher,
     generate_key_text,
     parse_key,
 )
@@ -141,7 +140,8 @@ def test_robot_password_is_stored_as_a_hash_that_verifies(services, secrets_used
         robot = session.scalars(select(RobotAccount)).one()
     assert str(robot.registry_id) == secrets_used["managed_id"]
     assert robot.username == secrets_used["robot_username"]
-    hasher = SecretHasher()
+    assert secrets_used["robot_password"] not in robot.secret_hash
+    hasher = services.credentials.hasher
     assert hasher.verify(robot.secret_hash, secrets_used["robot_password"])
     assert not hasher.verify(robot.secret_hash, secrets_used["robot_password"] + "x")
 

@@ -278,7 +278,7 @@ def test_brute_force_on_a_robot_is_refused_until_the_window_passes(setup, monkey
     assert_too_many(refused)
     assert "account" in refused.json()["errors"][0]["message"]
     assert "guess" not in refused.text
-    assert len(checked) == PER_ACCOUNT  # the refused attempt never reached argon2
+    assert len(checked) == PER_ACCOUNT  # the refused attempt was never checked
 
     # The right password still works from where it worked before...
     assert setup.login(OWNER).status_code == 200

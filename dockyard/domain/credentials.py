@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from collections.abc import Mapping
@@ -9,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dockyard.db import Database
 from dockyard.db.models import ContainerRegistry, RobotAccount, utcnow
@@ -27,6 +28,7 @@ from dockyard.security import SecretHasher, new_robot_secret
 # A random 8-hex username collides with an existing one once in ~4 billion; a handful of
 # attempts makes a failure here practically impossible rather than merely unlikely.
 _USERNAME_ATTEMPTS = 5
+log = logging.getLogger("dockyard.credentials")
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,6 @@ class CredentialService:
         if view.has_credentials:
             raise self._already()
         password = new_robot_secret()
-        # argon2 is slow on purpose: hash before the transaction, never inside it.
         secret_hash = self.hasher.hash(password)
         assert view.region_id is not None
         for attempt in range(_USERNAME_ATTEMPTS):
@@ -154,7 +155,7 @@ class CredentialService:
         if not view.has_credentials:
             raise self._none_to("rotate")
         password = new_robot_secret()
-        secret_hash = self.hasher.hash(password)  # before the transaction, as in generate
+        secret_hash = self.hasher.hash(password)
         with self.registries.db.write() as session:
             # FOR UPDATE: two rotations at once on PostgreSQL must not both demote the same
             # secret, losing the first one's new password (SQLite writers queue anyway).
@@ -218,6 +219,32 @@ class RobotIdentity:
     secret_id: str | None = None
 
 
+@dataclass(frozen=True)
+class _RobotRow:
+    """The columns a login and a standing check read (robot_secrets.SecretColumns)."""
+
+    id: uuid.UUID
+    username: str
+    project_id: uuid.UUID
+    region_id: uuid.UUID
+    secret_hash: str
+    expires_at: datetime | None
+    previous_secret_hash: str | None
+    previous_valid_until: datetime | None
+
+
+_ROBOT_COLUMNS = select(
+    RobotAccount.id,
+    RobotAccount.username,
+    RobotAccount.project_id,
+    RobotAccount.region_id,
+    RobotAccount.secret_hash,
+    RobotAccount.expires_at,
+    RobotAccount.previous_secret_hash,
+    RobotAccount.previous_valid_until,
+)
+
+
 class RobotDirectory:
     """Who a robot is, whether its password is right, and whether it still exists."""
 
@@ -229,38 +256,65 @@ class RobotDirectory:
         # time as a wrong password and does not reveal which robots exist.
         self._decoy = hasher.hash(new_robot_secret())
 
+    def _row(self, where: ColumnElement[bool]) -> _RobotRow | None:
+        # Columns on a bare connection, not an ORM object: every login and standing check
+        # reads this row, and a session costs twice the query itself.
+        with self.db.read_connection() as connection:
+            row = connection.execute(_ROBOT_COLUMNS.where(where)).one_or_none()
+        return None if row is None else _RobotRow(*row)
+
     def authenticate(self, username: str, password: str) -> RobotIdentity | None:
         """The robot, if `password` is its current secret and that has not expired, or its
         previous one within the grace period. An expired or superseded secret fails like a
-        wrong one."""
-        with self.db.read() as session:
-            row = session.scalar(select(RobotAccount).where(RobotAccount.username == username))
+        wrong one. A secret proven against an argon2 hash gets its digest stored instead."""
+        row = self._row(RobotAccount.username == username)
         if row is None:
             self.hasher.verify(self._decoy, password)
             return None
         now = self.now()
-        previous = row.previous_secret_hash if previous_good(row, now) else None
-        # The current secret first: the usual login costs one argon2 check (none when
-        # proven recently), as before rotation existed; only a login that fails it tries
-        # the previous one. A consumer still on the previous secret during the grace period
-        # would pay a failed argon2 check of the current one on every login: a recent proof
-        # of the previous one (a lookup, no argon2) is taken first instead.
-        if previous is not None and self.hasher.proven(previous, password):
-            proved: str | None = previous
-        elif self.hasher.verify(row.secret_hash, password):
-            proved = row.secret_hash if current_good(row, now) else None
-        elif previous is not None and self.hasher.verify(previous, password):
-            proved = previous
-        else:
-            proved = None
-        if proved is None:
-            return None
-        return RobotIdentity(row.id, row.username, row.project_id, row.region_id, secret_id(proved))
+        candidates: list[tuple[str, InstrumentedAttribute[Any]]] = [
+            (row.secret_hash, RobotAccount.secret_hash)
+        ]
+        if previous_good(row, now):
+            assert row.previous_secret_hash is not None
+            candidates.append((row.previous_secret_hash, RobotAccount.previous_secret_hash))
+        # Digests before argon2 hashes: a consumer still on a (digested) previous secret
+        # must not pay a failed argon2 check of a current one on every login. At most one
+        # candidate matches, so the order changes no answer.
+        candidates.sort(key=lambda candidate: self.hasher.outdated(candidate[0]))
+        for stored, column in candidates:
+            if not self.hasher.verify(stored, password):
+                continue
+            if column is RobotAccount.secret_hash and not current_good(row, now):
+                return None
+            if self.hasher.outdated(stored):
+                self._upgrade(row.id, column, stored, password)
+            return RobotIdentity(
+                row.id, row.username, row.project_id, row.region_id, secret_id(stored)
+            )
+        return None
+
+    def _upgrade(
+        self, robot_id: uuid.UUID, column: InstrumentedAttribute[Any], stored: str, password: str
+    ) -> None:
+        """Replace a proven argon2 hash by the digest of the same secret, under the same
+        secret id. Only if the column still holds that hash: a rotation in the meantime
+        has moved it, and wins."""
+        digest = self.hasher.hash(password, carried_id=secret_id(stored))
+        try:
+            with self.db.write_connection() as connection:
+                connection.execute(
+                    update(RobotAccount)
+                    .where(RobotAccount.id == robot_id, column == stored)
+                    .values({column.key: digest})
+                )
+        except SQLAlchemyError:
+            # The login stands; the next one tries again.
+            log.warning("could not store the new digest of robot %s's secret", robot_id)
 
     def find(self, robot_id: uuid.UUID, secret: str | None) -> RobotIdentity | None:
         """The robot, if it exists and the secret a token of it names is still good."""
-        with self.db.read() as session:
-            row = session.get(RobotAccount, robot_id)
+        row = self._row(RobotAccount.id == robot_id)
         if row is None or not holds(row, secret, self.now()):
             return None
         return RobotIdentity(row.id, row.username, row.project_id, row.region_id, secret)

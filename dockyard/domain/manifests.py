@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.db import Database
-from dockyard.db.models import Blob, Manifest, ManifestReference, RepositoryBlob, Tag, utcnow
+from dockyard.db.models import (
+    Blob,
+    Manifest,
+    ManifestReference,
+    Repository,
+    RepositoryBlob,
+    Tag,
+    utcnow,
+)
 from dockyard.domain.manifest_format import OCI_INDEX, ParsedManifest
 from dockyard.domain.repositories import RepoRef
 from dockyard.registry.errors import RegistryError
@@ -124,22 +133,25 @@ class ManifestService:
             row.updated_at = utcnow()
         session.flush()
 
-    def get(self, repo: RepoRef, reference: str) -> StoredManifest | None:
-        with self.db.read() as session:
-            digest = reference
-            if not is_digest(reference):
-                found = session.scalar(
-                    select(Tag.manifest_digest).where(
-                        Tag.repository_id == repo.id, Tag.name == reference
-                    )
-                )
-                if found is None:
-                    return None
-                digest = found
-            row = session.get(Manifest, (repo.id, digest))
-            if row is None:
-                return None
-            return StoredManifest(row.digest, row.media_type, row.content)
+    def get(self, region_id: uuid.UUID, name: str, reference: str) -> StoredManifest | None:
+        """The manifest a tag or digest names in the repository `name`, in one query (every
+        pull starts here); None when the repository, the tag or the manifest is unknown,
+        which a client is told alike."""
+        columns = select(Manifest.digest, Manifest.media_type, Manifest.content).join(
+            Repository, Repository.id == Manifest.repository_id
+        )
+        if is_digest(reference):
+            query = columns.where(Manifest.digest == reference)
+        else:
+            query = columns.join(
+                Tag,
+                (Tag.repository_id == Manifest.repository_id)
+                & (Tag.manifest_digest == Manifest.digest),
+            ).where(Tag.name == reference)
+        query = query.where(Repository.region_id == region_id, Repository.name == name)
+        with self.db.read_connection() as connection:
+            row = connection.execute(query).one_or_none()
+        return None if row is None else StoredManifest(*row)
 
     def delete(self, repo: RepoRef, reference: str) -> bool:
         """By digest: the manifest and every tag on it. By tag: only the tag."""

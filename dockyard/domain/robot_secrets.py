@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
+from dockyard.security import carried_id
+
 Clock = Callable[[], datetime]
 
 
@@ -29,9 +31,10 @@ class SecretColumns(Protocol):
 
 def secret_id(secret_hash: str) -> str:
     """A short public name for one secret of one robot, for tokens to carry. Derived from
-    the argon2 hash (which has a salt of its own, so every secret's differs); it reveals
-    nothing of the secret, and needs no column of its own."""
-    return hashlib.sha256(secret_hash.encode()).hexdigest()[:16]
+    its stored hash (every secret's differs); it reveals nothing of the secret, and needs
+    no column of its own. A digest that replaced an argon2 hash keeps that hash's name, so
+    the tokens obtained before the upgrade stay good."""
+    return carried_id(secret_hash) or hashlib.sha256(secret_hash.encode()).hexdigest()[:16]
 
 
 def current_good(row: SecretColumns, now: datetime) -> bool:

@@ -108,7 +108,12 @@ def matching_any_character(route: Route | Mount) -> Route | Mount:
 
 def create_registry_app(context: RegistryContext) -> ASGIApp:
     name = "/{name:path}"
+    # Starlette tries routes in order: the pulls come first, as most requests are pulls.
+    # The last two segments of a path decide which route it is, so the order never changes
+    # which route a path matches.
     routes = [
+        Route(f"{name}/manifests/{{reference}}", manifests.get_manifest, methods=["GET"]),
+        Route(f"{name}/blobs/{{digest}}", blobs.get_blob, methods=["GET"]),
         Route("/", version_check, methods=["GET"]),
         Route("/_catalog", listings.catalog, methods=["GET"]),
         Route(f"{name}/blobs/uploads/", uploads.start_upload, methods=["POST"]),
@@ -117,9 +122,7 @@ def create_registry_app(context: RegistryContext) -> ASGIApp:
         Route(f"{name}/blobs/uploads/{{upload_id}}", uploads.upload_chunk, methods=["PATCH"]),
         Route(f"{name}/blobs/uploads/{{upload_id}}", uploads.finish_upload, methods=["PUT"]),
         Route(f"{name}/blobs/uploads/{{upload_id}}", uploads.cancel_upload, methods=["DELETE"]),
-        Route(f"{name}/blobs/{{digest}}", blobs.get_blob, methods=["GET"]),
         Route(f"{name}/blobs/{{digest}}", blobs.delete_blob, methods=["DELETE"]),
-        Route(f"{name}/manifests/{{reference}}", manifests.get_manifest, methods=["GET"]),
         Route(f"{name}/manifests/{{reference}}", manifests.put_manifest, methods=["PUT"]),
         Route(f"{name}/manifests/{{reference}}", manifests.delete_manifest, methods=["DELETE"]),
         Route(f"{name}/tags/list", listings.list_tags, methods=["GET"]),

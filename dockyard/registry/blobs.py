@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -12,7 +14,8 @@ from starlette.types import Receive, Scope, Send
 from dockyard.registry.access import DELETE, PULL
 from dockyard.registry.errors import RegistryError
 from dockyard.registry.grammar import parse_digest
-from dockyard.registry.request import repo_request
+from dockyard.registry.request import RepoRequest, repo_request
+from dockyard.storage.base import StorageError
 from dockyard.storage.paths import blob_key
 
 _RANGE_SET = re.compile(r"^bytes=\s*\d*-\d*(?:\s*,\s*\d*-\d*)*\s*\Z")
@@ -64,34 +67,56 @@ def _check_range(request: Request, size: int) -> None:
             )
 
 
+def _linked_file(
+    req: RepoRequest, digest: str, path: Path
+) -> tuple[int | None, os.stat_result | None]:
+    """The blob's size if it is linked into the repository, and its file's stat: one thread
+    hop for both, and FileResponse, given the stat, needs none of its own."""
+    size = req.context.repositories.blob_size_in(req.region.region_id, req.name.full, digest)
+    if size is None:
+        return None, None
+    try:
+        return size, path.stat()
+    except FileNotFoundError:
+        return size, None
+    except OSError as exc:
+        raise StorageError(f"cannot stat {digest}: {exc.strerror}") from exc
+
+
 async def get_blob(request: Request) -> Response:
     req = await repo_request(request, PULL)
     digest = parse_digest(request.path_params["digest"])
-    size = await run_in_threadpool(
-        req.context.repositories.blob_size_in, req.region.region_id, req.name.full, digest
-    )
     store = req.context.store(req.region)
     key = blob_key(digest)
-    if size is None or await store.stat(key) is None:
-        raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
     headers = {
         "Docker-Content-Digest": digest,
         "ETag": f'"{digest}"',
         "Cache-Control": "max-age=31536000",  # content-addressed: it never changes
     }
-    if request.method == "GET":
-        url = await store.redirect_url(key)
-        if url is not None:  # the bytes go straight from the object store to the client
-            return RedirectResponse(url, status_code=307, headers=headers)
-    _check_range(request, size)
     path = store.local_path(key)
     if path is not None:
+        size, stat = await run_in_threadpool(_linked_file, req, digest, path)
+        if size is None or stat is None:
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        _check_range(request, size)
         # FileResponse answers Range and If-Range itself, and lets the server send the
         # file without copying it through Python (sendfile / the ASGI pathsend extension).
         response_class = (
             _WholeFileResponse if _malformed_range(request.headers.get("range")) else FileResponse
         )
-        return response_class(path, media_type="application/octet-stream", headers=headers)
+        return response_class(
+            path, media_type="application/octet-stream", headers=headers, stat_result=stat
+        )
+    size = await run_in_threadpool(
+        req.context.repositories.blob_size_in, req.region.region_id, req.name.full, digest
+    )
+    if size is None or await store.stat(key) is None:
+        raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+    if request.method == "GET":
+        url = await store.redirect_url(key)
+        if url is not None:  # the bytes go straight from the object store to the client
+            return RedirectResponse(url, status_code=307, headers=headers)
+    _check_range(request, size)
     headers["Content-Length"] = str(size)
     if request.method == "HEAD":
         return Response(headers=headers, media_type="application/octet-stream")

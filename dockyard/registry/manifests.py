@@ -103,8 +103,11 @@ async def _looked_up(request: Request, action: str) -> tuple[RepoRequest, RepoRe
 
 
 async def get_manifest(request: Request) -> Response:
-    req, repo, reference = await _looked_up(request, PULL)
-    manifest = await run_in_threadpool(req.context.manifests.get, repo, reference)
+    req = await repo_request(request, PULL)
+    reference = _lookup_reference(request)
+    manifest = await run_in_threadpool(
+        req.context.manifests.get, req.region.region_id, req.name.full, reference
+    )
     if manifest is None:
         raise _unknown(reference)
     headers = {

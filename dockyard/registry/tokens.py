@@ -20,6 +20,8 @@ ALGORITHM = "ES256"
 KEY_FILE = "token-signing-key.pem"
 ACCESS = "access"
 REFRESH = "refresh"
+# Tokens live minutes; this many verified ones is far more than are in use at once.
+VERIFIED_LIMIT = 10_000
 
 
 class InvalidTokenError(Exception):
@@ -71,6 +73,8 @@ class TokenService:
         self._public = key.public_key()
         self.issuer = issuer
         self.lifetime = lifetime_seconds
+        # Access tokens verified before, by token and audience: the claims, nbf and exp.
+        self._verified: dict[tuple[str, str], tuple[TokenClaims, float, float]] = {}
 
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self._private, algorithm=ALGORITHM, headers={"typ": "JWT"})
@@ -142,6 +146,25 @@ class TokenService:
         return claims
 
     def verify(self, token: str, audience: str) -> TokenClaims:
+        """The claims of a valid access token. A token seen valid before is not checked
+        again (an ES256 verification is a tenth of a manifest GET): only its time window,
+        which is all that can change about it. Whether its robot and secret are still good
+        is the caller's question (RobotStanding), every time."""
+        key = (token, audience)
+        seen = self._verified.get(key)
+        if seen is not None:
+            claims, not_before, expires = seen
+            if not_before <= time.time() < expires:
+                return claims
+            del self._verified[key]
+            raise InvalidTokenError("the token has expired")
+        verified, not_before, expires = self._verify(token, audience)
+        if len(self._verified) >= VERIFIED_LIMIT:
+            self._verified.clear()
+        self._verified[key] = (verified, not_before, expires)
+        return verified
+
+    def _verify(self, token: str, audience: str) -> tuple[TokenClaims, float, float]:
         claims = self._decode(token, audience, ACCESS)
         try:
             grants = tuple(
@@ -149,9 +172,15 @@ class TokenService:
                 for g in claims.get("access") or []
             )
             robot_id = uuid.UUID(str(claims["rid"]))
+            not_before, expires = float(claims["nbf"]), float(claims["exp"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidTokenError("malformed claims") from exc
-        return TokenClaims(str(claims["sub"]), robot_id, audience, grants, _secret_id(claims))
+        subject = str(claims["sub"])
+        return (
+            TokenClaims(subject, robot_id, audience, grants, _secret_id(claims)),
+            not_before,
+            expires,
+        )
 
     def verify_refresh(self, token: str, audience: str) -> tuple[str, uuid.UUID, str | None]:
         """The subject, robot id and secret id (None in old tokens) of a refresh token."""
