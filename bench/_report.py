@@ -11,7 +11,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from _items import Results
+from _bench import Results
 
 ROOT = Path(__file__).resolve().parent.parent
 DY, DIST, FLOOR = "Dockyard", "distribution", "floor"

@@ -31,11 +31,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from _items import Bench, Results, api, concurrent, images, raw_blobs
+from _bench import Bench, Results
+from _items import api, concurrent, images, raw_blobs
 from _report import ROOT, load_average, machine, markdown, plot
 from _servers import DOCKYARD_CMD
 
-ITEMS = {"images": images, "raw": raw_blobs, "concurrent": concurrent, "api": api}
+ITEMS = {
+    "images": images,
+    "raw": raw_blobs,
+    "concurrent": concurrent,
+    "api": api,
+}
 TOOLS = {
     "skopeo": "skopeo",
     "curl": "curl",
@@ -52,6 +58,11 @@ DROPPED = (
     "DOCKYARD_STORAGE",
     "DOCKYARD_REGIONS",
     "DOCKYARD_LOG_LEVEL",
+    "DOCKYARD_SERVER",
+    "DOCKYARD_WORKERS",
+    "DOCKYARD_MAX_CONNECTIONS",
+    "DOCKYARD_LISTEN_BACKLOG",
+    "DOCKYARD_HEADER_TIMEOUT_SECONDS",
 )
 
 
@@ -69,7 +80,7 @@ def parse() -> argparse.Namespace:
     )
     add(
         "--bare-cmd",
-        help="how to start the bare endpoint ({python}, {port}; module "
+        help="how to start the bare endpoint ({python}, {port}, {workers}; module "
         "_bare:create_app); default: the stack Dockyard's process turns out to run",
     )
     add("--big-mib", type=int, default=1024, help="size of the big image")
