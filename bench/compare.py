@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from _bench import Bench, Results
+from _connections import idle
 from _items import api, concurrent, images, raw_blobs
 from _report import ROOT, load_average, machine, markdown, plot
 from _servers import DOCKYARD_CMD
@@ -41,6 +42,7 @@ ITEMS = {
     "raw": raw_blobs,
     "concurrent": concurrent,
     "api": api,
+    "idle": idle,
 }
 TOOLS = {
     "skopeo": "skopeo",
@@ -94,6 +96,12 @@ def parse() -> argparse.Namespace:
     add("--seconds", type=float, default=10.0, help="API load: measured seconds per row")
     add("--warmup", type=float, default=2.0, help="API load: warm-up seconds per row")
     add("--external", type=int, default=49, help="external registries besides the managed one")
+    add(
+        "--idle-connections",
+        default="1000,5000,10000",
+        help="idle keep-alive connections held, comma-separated",
+    )
+    add("--probes", type=int, default=20, help="fresh GET /v2/ probes while they are held")
     add("--tmp-dir", type=Path, help="where the temp dir goes (default: the system's)")
     add("--output-dir", type=Path, default=ROOT / "docs", help="performance.md/.png go here")
     return parser.parse_args()
