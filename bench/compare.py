@@ -34,6 +34,7 @@ from pathlib import Path
 from _bench import Bench, Results
 from _connections import idle
 from _items import api, concurrent, images, raw_blobs
+from _rates import reads, tokens
 from _report import ROOT, load_average, machine, markdown, plot
 from _servers import DOCKYARD_CMD
 
@@ -43,12 +44,15 @@ ITEMS = {
     "concurrent": concurrent,
     "api": api,
     "idle": idle,
+    "reads": reads,
+    "tokens": tokens,
 }
 TOOLS = {
     "skopeo": "skopeo",
     "curl": "curl",
     "docker-registry": "docker-registry",
     "htpasswd": "apache2-utils",
+    "ab": "apache2-utils",
 }
 # Settings that would make Dockyard differ from its defaults or from distribution's setup.
 DROPPED = (
