@@ -37,6 +37,7 @@ from _items import api, concurrent, images, raw_blobs
 from _rates import reads, tokens
 from _report import ROOT, load_average, machine, markdown, plot
 from _servers import DOCKYARD_CMD
+from _soak import soak
 
 ITEMS = {
     "images": images,
@@ -46,6 +47,7 @@ ITEMS = {
     "idle": idle,
     "reads": reads,
     "tokens": tokens,
+    "soak": soak,
 }
 TOOLS = {
     "skopeo": "skopeo",
@@ -106,6 +108,15 @@ def parse() -> argparse.Namespace:
         help="idle keep-alive connections held, comma-separated",
     )
     add("--probes", type=int, default=20, help="fresh GET /v2/ probes while they are held")
+    add("--soak-seconds", type=float, default=600.0, help="mixed soak: seconds per server")
+    add("--soak-clients", type=int, default=200, help="mixed soak: concurrent clients")
+    add(
+        "--soak-procs",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="mixed soak: load generator processes the clients are spread over",
+    )
+    add("--soak-kib", type=int, default=64, help="mixed soak: largest pushed layer")
     add("--tmp-dir", type=Path, help="where the temp dir goes (default: the system's)")
     add("--output-dir", type=Path, default=ROOT / "docs", help="performance.md/.png go here")
     return parser.parse_args()
