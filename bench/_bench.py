@@ -82,6 +82,7 @@ class Bench:
         server.name = f"Dockyard {server.workers} worker{'s' if server.workers > 1 else ''}"
         self.results.sources[item] = server.source
         self.results.facts[f"{server.name} process"] = command_line(server.pid)
+        self.results.facts["Dockyard auth"] = server.auth
         return server
 
     def distribution(self, stack: contextlib.ExitStack, work: Path) -> Distribution:

@@ -10,11 +10,21 @@ same run and alternating the two servers in every round (issue 5):
 3. each server's peak RSS during 1 and 2 (sampled every 20 ms);
 4. eight skopeo clients pushing eight different images at once: total time;
 5. Dockyard's GET /v1/container_registries (50 registries) and GET /auth/token at 1 and 32
-   connections, next to a bare ASGI endpoint on the same server stack.
+   connections, next to a bare ASGI endpoint on the same server stack;
+
+and (issue 12, part 8), each item also alone with `--items NAME`:
+
+- idle: 1,000, 5,000 and 10,000 idle keep-alive connections held, and 20 fresh GET /v2/
+  timed meanwhile (`--idle-connections`, `--probes`);
+- reads: manifest GET and HEAD by tag and by digest, blob HEAD with `ab -k` at 1 and 32
+  connections on distribution, Dockyard with 1 worker and with one per core: req/s, p99,
+  errors, server CPU seconds per 1,000 requests; then RSS per process;
+- tokens: GET /auth/token the same way, Dockyard 1 worker against one per core;
+- soak: 200 clients pushing, pulling and listing for `--soak-seconds` (600) on each server.
 
 It writes docs/performance.md (tables, the machine, the date) and docs/performance.png.
-Needs skopeo, curl, docker-registry and htpasswd (apt-get install skopeo curl docker-registry
-apache2-utils) and matplotlib (pip install -e '.[bench]').
+Needs skopeo, curl, docker-registry, htpasswd and ab (apt-get install skopeo curl
+docker-registry apache2-utils) and matplotlib (pip install -e '.[bench]').
 """
 
 from __future__ import annotations
@@ -179,7 +189,7 @@ def main() -> None:
         facts["wall time of the run"] = f"{minutes:.0f} min {seconds:.0f} s"
         command = shlex.join([".venv/bin/python", "bench/compare.py", *sys.argv[1:]])
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        text = markdown(bench.results, facts, command, args.runs)
+        text = markdown(bench.results, facts, command, args.runs, f"{max(1, round(args.seconds))}")
         (args.output_dir / "performance.md").write_text(text)
         plot(bench.results, args.output_dir / "performance.png")
         print(text)
