@@ -40,8 +40,8 @@ $(BENCH_STAMP): $(STAMP)
 	touch $@
 
 # Dockyard next to CNCF distribution; writes docs/performance.md and docs/performance.png.
-# Needs skopeo, curl, docker-registry and htpasswd: apt-get install skopeo curl docker-registry apache2-utils
-# More: make bench BENCH_ARGS="--runs 3"
+# Needs skopeo, curl, docker-registry, htpasswd and ab: apt-get install skopeo curl docker-registry apache2-utils
+# More: make bench BENCH_ARGS="--runs 3"; one item: BENCH_ARGS="--items soak --soak-seconds 30"
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 

@@ -2,80 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import subprocess
-import sys
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urljoin
 
 import httpx
+from _bench import Bench, Server, rotate
 from _images import MiB, build_layout, random_file, renew
-from _load import Result, Target, measure
-from _servers import BARE_CMDS, Distribution, Dockyard, command_line, start_bare
+from _load import Target, measure
+from _servers import BARE_CMDS, Dockyard, command_line, start_bare
 from push_pull import PeakRss
 
 BLOB_CACHES = [
     Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb"),
     Path.home() / ".local/share/containers/cache/blob-info-cache-v1.boltdb",
 ]
-Server = Dockyard | Distribution
-
-
-@dataclass
-class Results:
-    times: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(dict))
-    rss: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
-    rates: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(dict))
-    api: list[Result] = field(default_factory=list)
-    facts: dict[str, str] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)  # item -> the code Dockyard ran
-
-    def add(
-        self, table: dict[str, dict[str, list[float]]], step: str, who: str, value: float
-    ) -> None:
-        table[step].setdefault(who, []).append(value)
-
-    def peak(self, step: str, who: str, mb: float) -> None:
-        self.rss[step][who] = max(self.rss[step].get(who, 0.0), mb)
-
-
-@dataclass
-class Bench:
-    args: argparse.Namespace
-    work: Path
-    env: dict[str, str]  # for distribution, curl, skopeo
-    dockyard_env: dict[str, str]
-    results: Results
-
-    def servers(self, stack: contextlib.ExitStack, work: Path) -> list[Server]:
-        work.mkdir()
-        dockyard = Dockyard(stack, work, self.args.dockyard_cmd, self.dockyard_env)
-        self.results.sources[work.name.removeprefix("servers-")] = dockyard.source
-        distribution = Distribution(stack, work, self.env)
-        self.results.facts["Dockyard process"] = command_line(dockyard.pid)
-        self.results.facts["Dockyard auth"] = dockyard.auth
-        self.results.facts["distribution auth"] = distribution.auth
-        self.results.facts["distribution version"] = distribution.version
-        return [dockyard, distribution]
-
-    def log(self, message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def rotate(items: list[Any], round_: int) -> list[Any]:
-    """Round 0: a, b, c; round 1: b, c, a; ... so that no one always goes first."""
-    shift = round_ % len(items)
-    return items[shift:] + items[:shift]
 
 
 def settle() -> None:
@@ -350,7 +299,9 @@ def api(bench: Bench) -> None:
         process = command_line(dockyard.pid)
         stack_name = "granian" if "granian" in process else "uvicorn"
         bare_cmd = args.bare_cmd or BARE_CMDS[stack_name]
-        bare, bare_port = start_bare(stack, work, bare_cmd, bench.env)
+        found = re.search(r"--workers (\d+)", process)
+        workers = int(found[1]) if found else 1
+        bare, bare_port = start_bare(stack, work, bare_cmd, bench.env, workers)
         bench.results.facts["Bare endpoint process"] = command_line(bare.pid)
         project, api_token, creds = dockyard.project()
         headers = {"Authorization": f"Bearer {api_token}"}

@@ -21,11 +21,12 @@ from _load import free_port
 BENCH = Path(__file__).resolve().parent
 DOCKYARD_CMD = "{python} -m dockyard serve --host 127.0.0.1 --port {port} --data-dir {data_dir}"
 BARE_CMDS = {
-    # What `dockyard serve` runs, with the bare app of bench/_bare.py instead of Dockyard's.
-    "granian": "{python} -m dockyard.run_granian --host 127.0.0.1 --port {port} "
-    "--log-level warning _bare:create_app",
-    "uvicorn": "{python} -m uvicorn --factory --host 127.0.0.1 --port {port} "
-    "--log-level warning --no-server-header _bare:create_app",
+    # What `dockyard serve` runs, with the bare app of bench/_bare.py instead of Dockyard's,
+    # and as many worker processes as Dockyard turned out to run.
+    "granian": "{python} -m dockyard.run_granian --workers {workers} --host 127.0.0.1 "
+    "--port {port} --log-level warning _bare:create_app",
+    "uvicorn": "{python} -m uvicorn --factory --workers {workers} --host 127.0.0.1 "
+    "--port {port} --log-level warning --no-server-header _bare:create_app",
 }
 DOCKYARD_CLI = [sys.executable, "-m", "dockyard"]
 DIST_USER, DIST_PASSWORD = "bench", "bench-secret"
@@ -87,6 +88,7 @@ class Dockyard:
     """`dockyard serve` on a fresh data dir; a fresh project and robot for every run."""
 
     name = "Dockyard"
+    workers = 0  # worker processes, once counted (Bench.dockyard)
 
     def __init__(
         self, stack: contextlib.ExitStack, work: Path, template: str, env: dict[str, str]
@@ -214,10 +216,10 @@ auth:
 
 
 def start_bare(
-    stack: contextlib.ExitStack, work: Path, template: str, env: dict[str, str]
+    stack: contextlib.ExitStack, work: Path, template: str, env: dict[str, str], workers: int = 1
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    cmd = shlex.split(template.format(python=sys.executable, port=port))
+    cmd = shlex.split(template.format(python=sys.executable, port=port, workers=workers))
     path = os.pathsep.join(p for p in (str(BENCH), env.get("PYTHONPATH", "")) if p)
     proc = launch(
         stack, cmd, {**env, "PYTHONPATH": path}, work / "bare.log", f"http://127.0.0.1:{port}/ping"

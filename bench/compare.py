@@ -10,11 +10,21 @@ same run and alternating the two servers in every round (issue 5):
 3. each server's peak RSS during 1 and 2 (sampled every 20 ms);
 4. eight skopeo clients pushing eight different images at once: total time;
 5. Dockyard's GET /v1/container_registries (50 registries) and GET /auth/token at 1 and 32
-   connections, next to a bare ASGI endpoint on the same server stack.
+   connections, next to a bare ASGI endpoint on the same server stack;
+
+and (issue 12, part 8), each item also alone with `--items NAME`:
+
+- idle: 1,000, 5,000 and 10,000 idle keep-alive connections held, and 20 fresh GET /v2/
+  timed meanwhile (`--idle-connections`, `--probes`);
+- reads: manifest GET and HEAD by tag and by digest, blob HEAD with `ab -k` at 1 and 32
+  connections on distribution, Dockyard with 1 worker and with one per core: req/s, p99,
+  errors, server CPU seconds per 1,000 requests; then RSS per process;
+- tokens: GET /auth/token the same way, Dockyard 1 worker against one per core;
+- soak: 200 clients pushing, pulling and listing for `--soak-seconds` (600) on each server.
 
 It writes docs/performance.md (tables, the machine, the date) and docs/performance.png.
-Needs skopeo, curl, docker-registry and htpasswd (apt-get install skopeo curl docker-registry
-apache2-utils) and matplotlib (pip install -e '.[bench]').
+Needs skopeo, curl, docker-registry, htpasswd and ab (apt-get install skopeo curl
+docker-registry apache2-utils) and matplotlib (pip install -e '.[bench]').
 """
 
 from __future__ import annotations
@@ -31,16 +41,30 @@ import tempfile
 import time
 from pathlib import Path
 
-from _items import Bench, Results, api, concurrent, images, raw_blobs
+from _bench import Bench, Results
+from _connections import idle
+from _items import api, concurrent, images, raw_blobs
+from _rates import reads, tokens
 from _report import ROOT, load_average, machine, markdown, plot
 from _servers import DOCKYARD_CMD
+from _soak import soak
 
-ITEMS = {"images": images, "raw": raw_blobs, "concurrent": concurrent, "api": api}
+ITEMS = {
+    "images": images,
+    "raw": raw_blobs,
+    "concurrent": concurrent,
+    "api": api,
+    "idle": idle,
+    "reads": reads,
+    "tokens": tokens,
+    "soak": soak,
+}
 TOOLS = {
     "skopeo": "skopeo",
     "curl": "curl",
     "docker-registry": "docker-registry",
     "htpasswd": "apache2-utils",
+    "ab": "apache2-utils",
 }
 # Settings that would make Dockyard differ from its defaults or from distribution's setup.
 DROPPED = (
@@ -52,6 +76,11 @@ DROPPED = (
     "DOCKYARD_STORAGE",
     "DOCKYARD_REGIONS",
     "DOCKYARD_LOG_LEVEL",
+    "DOCKYARD_SERVER",
+    "DOCKYARD_WORKERS",
+    "DOCKYARD_MAX_CONNECTIONS",
+    "DOCKYARD_LISTEN_BACKLOG",
+    "DOCKYARD_HEADER_TIMEOUT_SECONDS",
 )
 
 
@@ -69,7 +98,7 @@ def parse() -> argparse.Namespace:
     )
     add(
         "--bare-cmd",
-        help="how to start the bare endpoint ({python}, {port}; module "
+        help="how to start the bare endpoint ({python}, {port}, {workers}; module "
         "_bare:create_app); default: the stack Dockyard's process turns out to run",
     )
     add("--big-mib", type=int, default=1024, help="size of the big image")
@@ -83,6 +112,21 @@ def parse() -> argparse.Namespace:
     add("--seconds", type=float, default=10.0, help="API load: measured seconds per row")
     add("--warmup", type=float, default=2.0, help="API load: warm-up seconds per row")
     add("--external", type=int, default=49, help="external registries besides the managed one")
+    add(
+        "--idle-connections",
+        default="1000,5000,10000",
+        help="idle keep-alive connections held, comma-separated",
+    )
+    add("--probes", type=int, default=20, help="fresh GET /v2/ probes while they are held")
+    add("--soak-seconds", type=float, default=600.0, help="mixed soak: seconds per server")
+    add("--soak-clients", type=int, default=200, help="mixed soak: concurrent clients")
+    add(
+        "--soak-procs",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="mixed soak: load generator processes the clients are spread over",
+    )
+    add("--soak-kib", type=int, default=64, help="mixed soak: largest pushed layer")
     add("--tmp-dir", type=Path, help="where the temp dir goes (default: the system's)")
     add("--output-dir", type=Path, default=ROOT / "docs", help="performance.md/.png go here")
     return parser.parse_args()
@@ -145,7 +189,7 @@ def main() -> None:
         facts["wall time of the run"] = f"{minutes:.0f} min {seconds:.0f} s"
         command = shlex.join([".venv/bin/python", "bench/compare.py", *sys.argv[1:]])
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        text = markdown(bench.results, facts, command, args.runs)
+        text = markdown(bench.results, facts, command, args.runs, f"{max(1, round(args.seconds))}")
         (args.output_dir / "performance.md").write_text(text)
         plot(bench.results, args.output_dir / "performance.png")
         print(text)
