@@ -111,7 +111,9 @@ def test_dockyard_itself_with_its_robot_credentials(
     """A `dockyard serve` on the same database knows the project's robot: Bearer token flow
     against /auth/token, as `docker login` does it."""
     caplog.set_level(logging.DEBUG)
-    external = start_server(tmp_path / "external", database_url)
+    # The same keys as the project's own server: robot secrets are keyed by them.
+    key = (tmp_path / "data" / "encryption.key").read_text().strip()
+    external = start_server(tmp_path / "external", database_url, encryption_key=key)
     try:
         client = checking()
         host = f"127.0.0.1:{external.port}"
