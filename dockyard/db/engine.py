@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -45,10 +47,12 @@ def _sqlite_begin(conn: Connection) -> None:
     # query after it (~15% of a manifest GET).
     raw = conn.connection.driver_connection
     assert raw is not None
-    if conn.get_execution_options().get("dockyard_write"):
-        raw.execute("BEGIN IMMEDIATE")
-    else:
-        raw.execute("BEGIN")
+    statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get("dockyard_write") else "BEGIN"
+    try:
+        raw.execute(statement)
+    except sqlite3.OperationalError as exc:
+        # As SQLAlchemy would have raised it: a lock held past the busy timeout is a 503.
+        raise sqlalchemy_exc.OperationalError(statement, None, exc) from exc
 
 
 class Database:

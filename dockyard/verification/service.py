@@ -21,6 +21,7 @@ from dockyard.config import Settings
 from dockyard.domain.registries import RegistryView
 from dockyard.domain.registry_fields import UNREACHABLE
 from dockyard.domain.verification import CheckRequest, VerificationStore
+from dockyard.unavailable import is_unavailable
 from dockyard.verification.addresses import AddressPolicy
 from dockyard.verification.probe import Outcome, RegistryProbe
 
@@ -65,8 +66,11 @@ class Verifier:
             # them. A replica that still checks loses its result (compare-and-set); harmless.
             try:
                 await to_thread.run_sync(self.store.release_stale, timedelta(0))
-            except Exception:
-                log.exception("could not release registries left verifying")
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.exception("could not release registries left verifying")
+                else:  # busy or down (a worker starting meanwhile): the next start does it
+                    log.warning("could not release registries left verifying: %s", exc.args[0])
 
     async def stop(self) -> None:
         self._loop = None
